@@ -1,0 +1,224 @@
+"""Settings for pbxscreen, read from the environment.
+
+The defaults give the embedded setup: a SQLite file under ``var/``, the in-process channel layer
+and a local-memory cache, all inside one process. ``DATABASE_URL`` and ``REDIS_URL`` switch to the
+scale-out setup (PostgreSQL, channels_redis and a Redis cache shared by every process).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def env_float(name: str, default: float, *, minimum: float, maximum: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+    if not minimum <= value <= maximum:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be between {minimum} and {maximum}")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    # A fixed development key keeps sessions valid across restarts of the embedded demo; a real
+    # deployment sets SECRET_KEY (`check --deploy` flags the insecure prefix).
+    SECRET_KEY = "django-insecure-pbxscreen-embedded-demo-key-set-SECRET_KEY-in-production"  # noqa: S105
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "screening",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "pbxscreen.urls"
+ASGI_APPLICATION = "pbxscreen.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "screening.context_processors.pbx_link",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+VAR_DIR = BASE_DIR / "var"
+DEFAULT_SQLITE = f"sqlite:///{VAR_DIR / 'pbxscreen.sqlite3'}"
+DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL", DEFAULT_SQLITE))}
+_db = DATABASES["default"]
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web threads read while one writes; IMMEDIATE takes the write lock at BEGIN so
+    # two concurrent claims queue on the lock instead of failing with "database is locked".
+    _db["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # Tests run against a file (not :memory:) so that a real server process can share it.
+    _name = Path(str(_db["NAME"]))
+    _db["TEST"] = {"NAME": str(_name.with_name(_name.stem + "-test" + _name.suffix))}
+    _db["CONN_MAX_AGE"] = None  # opening SQLite per request only costs; worker threads are bounded
+    Path(str(_db["NAME"])).parent.mkdir(parents=True, exist_ok=True)
+else:
+    _db["CONN_MAX_AGE"] = 60
+    _db["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channel layer and cache ----------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                # The default capacity (100) silently drops pushes to a busy operator socket.
+                "capacity": 1000,
+                "expiry": 30,
+            },
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "pbxscreen",
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+    }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Auth -----------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+# --- Security (effective when DEBUG is off; see README "Deploy") -----------------------------
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- I18N / static --------------------------------------------------------------------------
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+# The embedded setup serves /static/ itself; behind nginx (see deploy/) set SERVE_STATIC=false.
+SERVE_STATIC = env_bool("SERVE_STATIC", True)
+
+# --- PBX ------------------------------------------------------------------------------------
+PBX_BASE_URL = env_str("PBX_BASE_URL").rstrip("/")
+PBX_CLIENT_ID = env_str("PBX_CLIENT_ID")
+PBX_CLIENT_SECRET = env_str("PBX_CLIENT_SECRET")
+_verify = env_str("PBX_VERIFY_TLS", "true")
+if _verify.strip().lower() in {"true", "1", "yes", "on", ""}:
+    PBX_VERIFY_TLS: bool | str = True
+elif _verify.strip().lower() in {"false", "0", "no", "off"}:
+    PBX_VERIFY_TLS = False
+elif Path(_verify).exists():
+    PBX_VERIFY_TLS = _verify  # a CA bundle for a PBX whose certificate is not publicly trusted
+else:
+    raise ImproperlyConfigured(
+        f"PBX_VERIFY_TLS={_verify!r} is neither true/false nor an existing CA bundle path"
+    )
+PBX_EVENTS = env_str("PBX_EVENTS", "websocket").strip().lower()
+if PBX_EVENTS not in {"websocket", "webhook"}:
+    raise ImproperlyConfigured(f"PBX_EVENTS={PBX_EVENTS!r} must be 'websocket' or 'webhook'")
+PBX_WEBHOOK_SECRET = env_str("PBX_WEBHOOK_SECRET")
+SCREEN_WINDOW_SECONDS = env_float("SCREEN_WINDOW_SECONDS", 10.0, minimum=1.0, maximum=60.0)
+SCREEN_SAFETY_MARGIN_SECONDS = env_float(
+    "SCREEN_SAFETY_MARGIN_SECONDS", 0.5, minimum=0.0, maximum=5.0
+)
+# Listener heartbeat: the PBX cuts a socket after 60 s of silence; the docs leave the interval to
+# us, so stay well inside it. Tests shorten it together with the simulator's idle cut.
+PBX_HEARTBEAT_SECONDS = env_float("PBX_HEARTBEAT_SECONDS", 20.0, minimum=0.1, maximum=30.0)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "screening": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+        "django.request": {"handlers": ["console"], "level": "ERROR"},
+    },
+}
