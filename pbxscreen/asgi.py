@@ -1,0 +1,54 @@
+"""ASGI entry point: HTTP through Django, WebSockets through Channels (auth and origin checks)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pbxscreen.settings")
+
+from django.core.asgi import get_asgi_application
+
+django_http: Any = get_asgi_application()  # sets Django up before anything imports models
+
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+if settings.SERVE_STATIC:
+    django_http = ASGIStaticFilesHandler(django_http)
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from screening import push, runtime  # noqa: E402
+from screening.routing import websocket_urlpatterns  # noqa: E402
+
+
+class ServerProcess:
+    """Wraps the router: the first scope tells us the server's event loop, which the push path
+    needs, and starts the sweeper that finishes calls a dead process left behind."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.started = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if not self.started:
+            self.started = True
+            push.register_loop(asyncio.get_running_loop())
+            runtime.ensure_sweeper()
+        await self.app(scope, receive, send)
+
+
+application = ServerProcess(
+    ProtocolTypeRouter(
+        {
+            "http": django_http,
+            "websocket": AllowedHostsOriginValidator(
+                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            ),
+        }
+    )
+)

@@ -1,0 +1,96 @@
+"""The operator WebSocket: a snapshot on connect, then pre-encoded pushes forwarded as they are."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from screening import link, push
+from screening.models import OPEN_STATUSES, Call
+from screening.presenters import call_payload
+
+log = logging.getLogger("screening.consumers")
+
+RECENT_LIMIT = 10
+MAX_CLIENT_MESSAGE = 2048
+CLOSE_FORBIDDEN = 4403
+
+
+def build_snapshot(streams: list[str]) -> str:
+    # Read the sequence numbers before the database: a push racing with this snapshot then has a
+    # higher number and is applied on top, never lost.
+    seqs = {stream: push.current_seq(stream) for stream in streams}
+    base = Call.objects.select_related("trunk", "decided_by")
+    open_calls = list(base.filter(status__in=OPEN_STATUSES).order_by("deadline"))
+    recent = list(base.exclude(status__in=OPEN_STATUSES).order_by("-finished_at")[:RECENT_LIMIT])
+    body = {
+        "type": "snapshot",
+        "seq": seqs,
+        "server_time": push.now_ms(),
+        "calls": [call_payload(c) for c in open_calls],
+        "recent": [call_payload(c) for c in recent],
+        "link": link.get_state(),
+    }
+    return json.dumps(body, separators=(",", ":"), default=str)
+
+
+class OperatorConsumer(AsyncWebsocketConsumer):
+    streams: list[str]
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if (
+            user is None
+            or not user.is_authenticated
+            or not await user.ahas_perm("screening.decide_call")
+        ):
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.streams = [push.OPERATORS]
+        for stream in self.streams:
+            await self.channel_layer.group_add(stream, self.channel_name)
+        await self.accept()
+        await self.send_snapshot()
+
+    async def disconnect(self, code: int) -> None:
+        for stream in getattr(self, "streams", []):
+            await self.channel_layer.group_discard(stream, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        message = _parse_client_message(text_data)
+        kind = message.get("type") if message else None
+        if kind == "snapshot":
+            await self.send_snapshot()
+        elif kind == "ping":
+            t = message.get("t") if message else None
+            await self.send(
+                text_data=json.dumps(
+                    {
+                        "type": "pong",
+                        "t": t if isinstance(t, int | float) else None,
+                        "server_time": push.now_ms(),
+                    }
+                )
+            )
+        else:
+            await self.send(text_data=json.dumps({"type": "error", "error": "unknown message"}))
+
+    async def send_snapshot(self) -> None:
+        await self.send(text_data=await database_sync_to_async(build_snapshot)(self.streams))
+
+    async def push_message(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["text"])
+
+
+def _parse_client_message(text: str | None) -> dict[str, Any] | None:
+    if not text or len(text) > MAX_CLIENT_MESSAGE:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

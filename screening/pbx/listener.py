@@ -1,0 +1,257 @@
+"""The PBX WebSocket subscriber: subscribe, heartbeat, reconnect, and hand events to the intake.
+
+One listener per PBX (pbx-api.md §14): it runs inside `serve`/`demo` (embedded) or alone as
+`pbx_listen` (scale-out, with Redis carrying the pushes to the web processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from screening import link
+from screening.pbx.client import PbxAuthError, PbxClient, PbxError, PbxTransportError
+from screening.pbx.events import (
+    Event,
+    EventError,
+    HeartbeatResponse,
+    SubscribeAck,
+    parse_frame,
+)
+from screening.runtime import run_blocking
+
+log = logging.getLogger("screening.pbx.listener")
+
+TOPICS = (30016, 30011, 30012)
+Handler = Callable[[Event], Awaitable[None]]
+
+
+class LinkDead(Exception):
+    """The socket is open but the PBX stopped answering heartbeats."""
+
+
+class PbxListener:
+    def __init__(
+        self,
+        client: PbxClient,
+        handler: Handler,
+        *,
+        heartbeat: float = 20.0,
+        verify: bool | str = True,
+        backoff_base: float = 0.2,
+        backoff_cap: float = 1.5,
+        auth_retry: float = 30.0,
+    ) -> None:
+        self.client = client
+        self.handler = handler
+        self.heartbeat = heartbeat
+        # A PBX that does not answer a heartbeat within this is treated as gone (its own idle cut
+        # is 60 s; we want to know much sooner).
+        self.heartbeat_timeout = min(max(2 * heartbeat, 1.0), 10.0)
+        self.verify = verify
+        # Capped low on purpose: the listener must be back within ~2 s of the PBX returning, and
+        # a reconnect attempt with a cached token costs the PBX only a TCP handshake.
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.auth_retry = auth_retry
+        self.connected = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        attempt = 0
+        await self._set_state(link.CONNECTING)
+        async with aiohttp.ClientSession(headers={"User-Agent": self.client.user_agent}) as session:
+            while not self._stopping.is_set():
+                try:
+                    await self._connect_once(session)
+                    attempt = 0
+                    reason = "the PBX closed the connection"
+                except PbxAuthError as exc:
+                    log.error(
+                        "PBX authentication failed: %s %s; not retrying", exc.errcode, exc.errmsg
+                    )
+                    await self._set_state(link.AUTH_FAILED, f"{exc.errcode} {exc.errmsg}")
+                    await self._sleep(self.auth_retry)
+                    continue
+                except (
+                    PbxError,
+                    PbxTransportError,
+                    LinkDead,
+                    aiohttp.ClientError,
+                    OSError,
+                    TimeoutError,
+                    ValueError,
+                ) as exc:
+                    reason = _describe(exc)
+                self.connected.clear()
+                if self._stopping.is_set():
+                    break
+                log.warning("PBX link down: %s", reason)
+                await self._set_state(link.DOWN, reason)
+                delay = min(self.backoff_cap, self.backoff_base * 2**attempt)
+                attempt += 1
+                await self._sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 (jitter)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    async def _set_state(self, state: str, detail: str = "") -> None:
+        await run_blocking(link.set_state, state, detail)
+
+    # --- one connection -------------------------------------------------------------------
+
+    async def _connect_once(self, session: aiohttp.ClientSession) -> None:
+        token = await run_blocking(self.client.access_token)
+        url = self.client.websocket_url(token)
+        try:
+            ws = await session.ws_connect(
+                url,
+                ssl=self._ssl(),
+                autoping=True,
+                heartbeat=None,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
+                max_msg_size=1024 * 1024,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 401:
+                # Our token was refused at the door: let the client get a fresh one next time.
+                await run_blocking(self.client.forget_token, token)
+            raise
+        self._ws = ws
+        try:
+            await self._subscribe(ws)
+            await self._set_state(link.UP)
+            self.connected.set()
+            log.info("PBX link up (%s)", self.client.base_url)
+            await self._pump(ws)
+        finally:
+            self._ws = None
+            await ws.close()
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        if self.verify is False:
+            return False
+        if isinstance(self.verify, str):
+            return ssl.create_default_context(cafile=self.verify)
+        return True
+
+    async def _subscribe(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        await ws.send_str(json.dumps({"topic_list": list(TOPICS)}))
+        msg = await asyncio.wait_for(ws.receive(), timeout=5.0)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise LinkDead(f"no subscribe answer (got {msg.type.name})")
+        frame = parse_frame(msg.data)
+        if not isinstance(frame, SubscribeAck):
+            raise LinkDead("the PBX did not acknowledge the subscription")
+        if frame.errcode != 0:
+            raise PbxError(frame.errcode, frame.errmsg, "subscribe")
+
+    async def _pump(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        # Events are handled in arrival order by one worker, so a call's 30011 never overtakes
+        # its 30016; the reader stays free to see heartbeat answers meanwhile.
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._last_answer = time.monotonic()
+        worker = asyncio.create_task(self._work(queue), name="pbx-events")
+        reader = asyncio.create_task(self._reader(ws, queue), name="pbx-reader")
+        beats = asyncio.create_task(self._heartbeats(ws), name="pbx-heartbeat")
+        try:
+            done, _ = await asyncio.wait({reader, beats}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            reader.cancel()
+            beats.cancel()
+            await _drain(queue, worker)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def _reader(
+        self, ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue[Event]
+    ) -> None:
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self._read(msg.data, queue)
+
+    def _read(self, text: str, queue: asyncio.Queue[Event]) -> None:
+        try:
+            frame = parse_frame(text)
+        except EventError as exc:
+            log.warning("malformed frame from the PBX ignored: %s", exc)
+            return
+        if isinstance(frame, HeartbeatResponse):
+            self._last_answer = time.monotonic()
+        elif isinstance(frame, SubscribeAck):
+            if frame.errcode != 0:
+                log.warning("PBX answered %s %s", frame.errcode, frame.errmsg)
+        else:
+            queue.put_nowait(frame)
+
+    async def _heartbeats(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        # Send on a fixed period (the PBX's idle cut counts our silence) and, independently,
+        # give up on the link when the oldest unanswered heartbeat is older than the timeout.
+        tick = min(self.heartbeat, self.heartbeat_timeout / 2)
+        last_sent = time.monotonic()  # the subscription itself was traffic
+        unanswered_since: float | None = None
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if unanswered_since is not None:
+                if self._last_answer >= unanswered_since:
+                    unanswered_since = None
+                    await run_blocking(link.touch)
+                elif now - unanswered_since >= self.heartbeat_timeout:
+                    raise LinkDead(f"no heartbeat response within {self.heartbeat_timeout:g} s")
+            if now - last_sent >= self.heartbeat:
+                await ws.send_str("heartbeat")
+                last_sent = now
+                if unanswered_since is None:
+                    unanswered_since = now
+
+    async def _work(self, queue: asyncio.Queue[Event]) -> None:
+        while True:
+            event = await queue.get()
+            try:
+                await self.handler(event)
+            except Exception:
+                # One bad event must not stop the link; the audit keeps what was recorded.
+                log.exception("handling PBX event %s failed", type(event).__name__)
+            finally:
+                queue.task_done()
+
+
+async def _drain(queue: asyncio.Queue[Event], worker: asyncio.Task[None]) -> None:
+    """Finish the events already received before the socket went away, then stop the worker."""
+    try:
+        await asyncio.wait_for(queue.join(), timeout=5.0)
+    except TimeoutError:
+        log.error("%d PBX events were still queued when the link closed", queue.qsize())
+    worker.cancel()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"WebSocket refused (HTTP {exc.status})"
+    if isinstance(exc, PbxError):
+        return f"PBX answered {exc.errcode} {exc.errmsg}"
+    if isinstance(exc, PbxTransportError):
+        return exc.reason
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return text[:200]

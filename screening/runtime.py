@@ -1,0 +1,87 @@
+"""Running blocking work (ORM, the PBX REST client) from async code, and the expiry timers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+
+log = logging.getLogger("screening.runtime")
+
+T = TypeVar("T")
+
+# Decisions wait on the PBX for up to the whole window. They get a pool of their own rather than
+# Django's single thread for sync code, so one slow PBX answer never queues the other operators.
+_workers = ThreadPoolExecutor(max_workers=32, thread_name_prefix="pbxscreen-work")
+
+
+def _fresh_connections(fn: Callable[..., T]) -> Callable[..., T]:
+    def run(*args: Any, **kwargs: Any) -> T:
+        close_old_connections()  # drop a connection the database closed (restart, idle timeout)
+        return fn(*args, **kwargs)
+
+    return run
+
+
+async def run_blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn`` in the worker pool and await its result."""
+    wrapped = sync_to_async(_fresh_connections(fn), thread_sensitive=False, executor=_workers)
+    return await wrapped(*args, **kwargs)
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def spawn(coro: Any, name: str) -> asyncio.Task[Any]:
+    """Start a task that is kept referenced until it ends and whose failure is logged."""
+    task = asyncio.get_running_loop().create_task(coro, name=name)
+    _background.add(task)
+    task.add_done_callback(_finished)
+    return task
+
+
+def _finished(task: asyncio.Task[Any]) -> None:
+    _background.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
+def schedule_expiry(call_pk: int, deadline: datetime) -> None:
+    """Expire the call at its deadline, from this process (the sweeper covers a dead process)."""
+    from screening import actions
+
+    loop = asyncio.get_running_loop()
+    delay = max(0.0, deadline.timestamp() - time.time())
+    loop.call_later(
+        delay, lambda: spawn(run_blocking(actions.expire, call_pk), f"expire-{call_pk}")
+    )
+
+
+async def sweep_forever(interval: float = 1.0) -> None:
+    """Catch calls whose timer or deciding process died. Cheap: one indexed query per tick."""
+    from screening import actions
+
+    while True:
+        try:
+            await run_blocking(actions.sweep)
+        except Exception:
+            log.exception("sweep failed")
+        await asyncio.sleep(interval)
+
+
+_sweepers: set[int] = set()
+
+
+def ensure_sweeper() -> None:
+    """Start one sweeper on the running loop (idempotent)."""
+    loop = asyncio.get_running_loop()
+    if id(loop) not in _sweepers:
+        _sweepers.add(id(loop))
+        spawn(sweep_forever(), "sweeper")

@@ -1,0 +1,137 @@
+"""Thin HTTP views: the operator page, the decide endpoints, the webhook receiver and /healthz."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib.auth.decorators import login_required, permission_required
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from screening import actions, link
+from screening.intake import handle_event
+from screening.models import Call, CallStatus, Decision
+from screening.pbx.events import EventError, parse_event
+from screening.presenters import call_payload
+from screening.runtime import run_blocking
+
+log = logging.getLogger("screening.views")
+
+MAX_WEBHOOK_BODY = 64 * 1024
+
+
+@login_required
+@permission_required("screening.decide_call", raise_exception=True)
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "screening/dashboard.html",
+        {
+            "window_seconds": settings.SCREEN_WINDOW_SECONDS,
+            "margin_seconds": settings.SCREEN_SAFETY_MARGIN_SECONDS,
+        },
+    )
+
+
+def _error(status: int, message: str, **extra: Any) -> JsonResponse:
+    return JsonResponse({"ok": False, "error": message, **extra}, status=status)
+
+
+@require_POST
+async def decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    user = await request.auser()
+    if not user.is_authenticated:
+        return _error(401, "Log in to decide calls.")
+    if not await user.ahas_perm("screening.decide_call"):
+        return _error(403, "You are not allowed to decide calls.")
+    if action not in Decision.values:
+        return _error(404, f"Unknown action {action[:20]!r}: use accept or refuse.")
+    try:
+        result = await run_blocking(actions.decide, pk, action, user=user)
+    except Call.DoesNotExist:
+        return _error(404, "No such call.")
+    call = result.call
+    body = {
+        "ok": result.ok,
+        "status": call.status,
+        "status_label": call.get_status_display(),
+        "decided_by": call_payload(call)["decided_by"],
+        "pbx_errcode": call.pbx_errcode,
+        "pbx_errmsg": call.pbx_errmsg,
+        "pbx_round_trip_ms": call.pbx_round_trip_ms,
+        "call": call_payload(call),
+    }
+    if result.ok:
+        return JsonResponse(body)
+    body["error"] = result.reason
+    if result.conflict:
+        return JsonResponse(body, status=409)
+    return JsonResponse(body, status=410 if call.status == CallStatus.GONE else 502)
+
+
+def _signature_ok(secret: str, body: bytes, given: str) -> bool:
+    expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+    return hmac.compare_digest(given.strip().encode(), expected.encode())
+
+
+@csrf_exempt  # the PBX cannot send a CSRF token; the HMAC signature authenticates it instead
+@require_POST
+async def webhook(request: HttpRequest) -> HttpResponse:
+    secret = settings.PBX_WEBHOOK_SECRET
+    if not secret:
+        log.warning("webhook call refused: PBX_WEBHOOK_SECRET is not set")
+        return _error(503, "The webhook receiver is not configured (PBX_WEBHOOK_SECRET).")
+    body = request.body
+    if len(body) > MAX_WEBHOOK_BODY:
+        return _error(413, "Body too large for a PBX event.")
+    if not _signature_ok(secret, body, request.headers.get("X-Signature", "")):
+        log.warning(
+            "webhook with a missing or wrong X-Signature from %s", request.META.get("REMOTE_ADDR")
+        )
+        return _error(403, "Missing or wrong X-Signature.")
+    try:
+        event = parse_event(body)
+    except EventError as exc:
+        log.warning("webhook with a malformed event: %s", exc)
+        return _error(400, f"Malformed event: {exc}")
+    await handle_event(event, via="webhook")
+    return JsonResponse({"ok": True})
+
+
+def _database_ok() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        return cursor.fetchone() == (1,)
+
+
+@require_GET
+async def healthz(request: HttpRequest) -> HttpResponse:
+    checks: dict[str, Any] = {}
+    try:
+        checks["database"] = "ok" if await run_blocking(_database_ok) else "error"
+    except Exception as exc:
+        log.error("healthz: database check failed: %s", exc)
+        checks["database"] = "error"
+    try:
+        await get_channel_layer().group_send("healthz", {"type": "healthz.ping"})
+        checks["channel_layer"] = "ok"
+    except Exception as exc:
+        log.error("healthz: channel layer check failed: %s", exc)
+        checks["channel_layer"] = "error"
+    pbx = await run_blocking(link.get_state)
+    failing = any(v != "ok" for v in checks.values())
+    body = {
+        "status": "failing" if failing else ("degraded" if pbx["unscreened"] else "ok"),
+        **checks,
+        "pbx_link": {k: pbx[k] for k in ("state", "detail", "since", "unscreened")},
+    }
+    return JsonResponse(body, status=503 if failing else 200)

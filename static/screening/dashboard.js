@@ -1,0 +1,407 @@
+// Operator dashboard: live calls over the operator WebSocket, decisions over HTTP POST.
+//
+// Time: every deadline is on the server's clock. The browser never trusts its own wall clock; it
+// keeps an offset measured with ping/pong (half the round trip) on a monotonic clock.
+// Pushes carry a per-stream sequence number; a gap means something was dropped, so we ask for a
+// snapshot, which is the truth.
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const csrfToken = $('meta[name="csrf-token"]').content;
+const pendingList = $("#pending");
+const recentList = $("#recent");
+const template = $("#call-template");
+const connBadge = $("#conn");
+const banner = $("#pbx-banner");
+
+const OPEN = new Set(["pending", "deciding"]);
+const RECENT_MAX = 10;
+
+const state = {
+  calls: new Map(), // id -> call (open calls)
+  recent: [], // finished calls, newest first
+  seq: {}, // stream -> last sequence number seen
+  selected: null, // id of the selected call
+  sending: new Set(), // ids with a decision request in flight from this browser
+  errors: new Map(), // id -> message from our last decide attempt
+  clock: { offset: null, bestRtt: Infinity }, // server_ms = performance.now() + offset
+  ws: null,
+  retries: 0,
+};
+
+// --- clock ----------------------------------------------------------------------------------
+
+function serverNow() {
+  return state.clock.offset === null ? Date.now() : performance.now() + state.clock.offset;
+}
+
+function syncClock(serverTime, sentAt, receivedAt) {
+  const rtt = receivedAt - sentAt;
+  // Keep the tightest sample, but let old samples age so a sleeping laptop re-syncs.
+  state.clock.bestRtt *= 1.05;
+  if (rtt <= state.clock.bestRtt || state.clock.offset === null) {
+    state.clock.bestRtt = rtt;
+    state.clock.offset = serverTime + rtt / 2 - receivedAt;
+  }
+}
+
+// --- connection -----------------------------------------------------------------------------
+
+function setConn(value, text) {
+  connBadge.dataset.state = value;
+  connBadge.textContent = text;
+  document.body.dataset.ws = value;
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}/ws/operator/`);
+  state.ws = ws;
+  setConn("connecting", "Connecting…");
+  let openedAt = 0;
+  ws.addEventListener("open", () => {
+    openedAt = performance.now();
+    state.retries = 0;
+    setConn("open", "Live");
+    ping();
+  });
+  ws.addEventListener("message", (event) => {
+    let msg;
+    try {
+      msg = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    handle(msg, openedAt);
+  });
+  ws.addEventListener("close", (event) => {
+    if (state.ws !== ws) return;
+    state.ws = null;
+    if (event.code === 4403) {
+      setConn("closed", "Not allowed: log in again");
+      return;
+    }
+    const delay = Math.min(5000, 500 * 2 ** state.retries) * (0.5 + Math.random() / 2);
+    state.retries += 1;
+    setConn("closed", `Disconnected, retrying in ${Math.ceil(delay / 1000)} s`);
+    setTimeout(connect, delay);
+  });
+}
+
+function send(obj) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(obj));
+}
+
+function ping() {
+  send({ type: "ping", t: performance.now() });
+}
+setInterval(ping, 10000);
+
+function requestSnapshot() {
+  send({ type: "snapshot" });
+}
+
+// --- messages -------------------------------------------------------------------------------
+
+function handle(msg, openedAt) {
+  switch (msg.type) {
+    case "snapshot":
+      if (state.clock.offset === null) syncClock(msg.server_time, openedAt, performance.now());
+      applySnapshot(msg);
+      break;
+    case "pong":
+      if (typeof msg.t === "number") syncClock(msg.server_time, msg.t, performance.now());
+      break;
+    case "call":
+    case "link":
+      if (!checkSequence(msg)) return;
+      if (msg.type === "call") upsert(msg.call, true);
+      else showLink(msg.link);
+      render();
+      break;
+    default:
+      break;
+  }
+}
+
+function checkSequence(msg) {
+  const last = state.seq[msg.stream];
+  if (last === undefined) return true; // no snapshot yet: it will follow
+  if (msg.seq <= last) return msg.type === "call"; // late: versions decide for calls
+  if (msg.seq > last + 1) requestSnapshot(); // something was dropped in between
+  state.seq[msg.stream] = msg.seq;
+  return true;
+}
+
+function applySnapshot(msg) {
+  state.seq = { ...msg.seq };
+  const known = new Set(state.calls.keys());
+  state.calls.clear();
+  for (const call of msg.calls) {
+    state.calls.set(call.id, call);
+    if (!known.has(call.id) && call.status === "pending") alertNewCall(call);
+  }
+  state.recent = msg.recent.slice(0, RECENT_MAX);
+  showLink(msg.link);
+  render();
+}
+
+function upsert(call, fromPush) {
+  const current = state.calls.get(call.id) || state.recent.find((c) => c.id === call.id);
+  if (current && current.version > call.version) return; // an older state arrived late
+  if (OPEN.has(call.status)) {
+    const isNew = !current;
+    state.calls.set(call.id, call);
+    if (isNew && fromPush && call.status === "pending") alertNewCall(call);
+  } else {
+    state.calls.delete(call.id);
+    state.recent = [call, ...state.recent.filter((c) => c.id !== call.id)].slice(0, RECENT_MAX);
+  }
+}
+
+function showLink(info) {
+  if (!banner || !info) return;
+  banner.hidden = !info.unscreened;
+  banner.dataset.state = info.state;
+  $(".banner-text", banner).textContent = info.message;
+}
+
+// --- rendering ------------------------------------------------------------------------------
+
+function ordered() {
+  return [...state.calls.values()].sort((a, b) => a.deadline - b.deadline);
+}
+
+function actionable(call) {
+  return call.status === "pending" && serverNow() < call.last_useful && !state.sending.has(call.id);
+}
+
+function ensureSelection(calls) {
+  if (state.selected !== null && state.calls.has(state.selected)) return;
+  const next = calls.find(actionable) || calls[0];
+  state.selected = next ? next.id : null;
+}
+
+function render() {
+  const calls = ordered();
+  ensureSelection(calls);
+  const existing = new Map([...pendingList.children].map((li) => [Number(li.dataset.id), li]));
+  calls.forEach((call, index) => {
+    let li = existing.get(call.id);
+    if (!li) li = buildCard(call);
+    existing.delete(call.id);
+    fillCard(li, call);
+    if (pendingList.children[index] !== li) pendingList.insertBefore(li, pendingList.children[index] || null);
+  });
+  for (const li of existing.values()) li.remove();
+  $("#pending-count").textContent = String(calls.length);
+  $("#empty").hidden = calls.length > 0;
+  renderRecent();
+  tick();
+}
+
+function buildCard(call) {
+  const li = template.content.firstElementChild.cloneNode(true);
+  li.dataset.id = String(call.id);
+  li.addEventListener("click", (event) => {
+    state.selected = call.id;
+    const action = event.target.closest("button")?.dataset.action;
+    if (action) decide(call.id, action);
+    render();
+  });
+  return li;
+}
+
+function describeHistory(history) {
+  if (!history || history.withheld) return "Number withheld: no history.";
+  if (!history.count) return "First call from this number in 30 days.";
+  const times = history.count === 1 ? "1 earlier call" : `${history.count} earlier calls`;
+  if (!history.last) return `${times} in 30 days.`;
+  const when = new Date(history.last.at).toLocaleString();
+  return `${times} in 30 days; last ${when}: ${history.last.status_label} (${history.last.decided_by}).`;
+}
+
+function fillCard(li, call) {
+  li.dataset.status = call.status;
+  const selected = call.id === state.selected;
+  li.classList.toggle("selected", selected);
+  li.setAttribute("aria-current", selected ? "true" : "false");
+  $(".caller", li).textContent = call.caller || "Withheld";
+  $(".called", li).textContent = call.called || "?";
+  $(".trunk", li).textContent = call.trunk;
+  $(".history", li).textContent = describeHistory(call.history);
+  li.setAttribute("aria-label", `Call from ${call.caller || "withheld"} to ${call.called} on ${call.trunk}`);
+  $(".bar", li).setAttribute("aria-valuemax", String(Math.round((call.last_useful - call.received_at) / 1000)));
+  updateStatus(li, call);
+}
+
+function updateStatus(li, call) {
+  const status = $(".status", li);
+  const late = serverNow() >= call.last_useful;
+  let text = "";
+  let disabled = false;
+  if (state.sending.has(call.id)) {
+    text = "Sending your decision to the PBX…";
+    disabled = true;
+  } else if (call.status === "deciding") {
+    text = `${call.decided_by || "Someone"} is deciding…`;
+    disabled = true;
+  } else if (late) {
+    text = "Too late: the PBX is routing this call itself.";
+    disabled = true;
+  } else if (state.errors.has(call.id)) {
+    text = state.errors.get(call.id);
+  }
+  if (status.textContent !== text) status.textContent = text;
+  for (const button of li.querySelectorAll("button")) {
+    button.disabled = disabled;
+    button.title = disabled ? text : "";
+  }
+}
+
+function renderRecent() {
+  recentList.replaceChildren(
+    ...state.recent.map((call) => {
+      const li = document.createElement("li");
+      li.dataset.status = call.status;
+      li.dataset.id = String(call.id);
+      const who = call.decided_by ? ` by ${call.decided_by}` : "";
+      const err = call.pbx_errcode && call.status !== "accepted" && call.status !== "refused"
+        ? ` (PBX ${call.pbx_errcode} ${call.pbx_errmsg})` : "";
+      li.textContent = `${call.caller || "Withheld"} → ${call.called} (${call.trunk}): ${call.status_label}${who}${err}`;
+      return li;
+    }),
+  );
+}
+
+// The countdown runs on animation frames; it only touches the bar width and the seconds text.
+function tick() {
+  const now = serverNow();
+  for (const li of pendingList.children) {
+    const call = state.calls.get(Number(li.dataset.id));
+    if (!call) continue;
+    const total = call.last_useful - call.received_at;
+    const left = Math.max(0, call.last_useful - now);
+    const fraction = total > 0 ? left / total : 0;
+    $(".fill", li).style.width = `${(fraction * 100).toFixed(1)}%`;
+    li.dataset.urgency = fraction < 0.3 ? "high" : fraction < 0.6 ? "medium" : "low";
+    const seconds = (left / 1000).toFixed(1);
+    $(".seconds", li).textContent = `${seconds} s`;
+    $(".bar", li).setAttribute("aria-valuenow", String(Math.round(left / 1000)));
+    updateStatus(li, call);
+  }
+}
+
+function loop() {
+  tick();
+  requestAnimationFrame(loop);
+}
+
+// --- decisions ------------------------------------------------------------------------------
+
+async function decide(id, action) {
+  const call = state.calls.get(id);
+  if (!call || !actionable(call)) return;
+  state.sending.add(id);
+  state.errors.delete(id);
+  render();
+  try {
+    const response = await fetch(`/calls/${id}/${action}`, {
+      method: "POST",
+      headers: { "X-CSRFToken": csrfToken, Accept: "application/json" },
+      credentials: "same-origin",
+    });
+    let body = null;
+    try {
+      body = await response.json();
+    } catch {
+      body = null;
+    }
+    if (body && body.call) upsert(body.call, false);
+    if (!response.ok) {
+      const message = (body && body.error) || `The server answered ${response.status}.`;
+      state.errors.set(id, message);
+      if (response.status === 401 || response.status === 403) setConn("closed", message);
+    }
+  } catch {
+    state.errors.set(id, "Could not reach pbxscreen; the decision was not sent.");
+  } finally {
+    state.sending.delete(id);
+    render();
+  }
+}
+
+function moveSelection(step) {
+  const calls = ordered();
+  if (!calls.length) return;
+  const index = Math.max(0, calls.findIndex((c) => c.id === state.selected));
+  const next = calls[Math.min(calls.length - 1, Math.max(0, index + step))];
+  state.selected = next.id;
+  render();
+  pendingList.querySelector(`[data-id="${next.id}"]`)?.focus();
+}
+
+document.addEventListener("keydown", (event) => {
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  if (event.target.closest("input, textarea, select, [contenteditable]")) return;
+  const key = event.key.toLowerCase();
+  if (key === "a" || key === "r") {
+    if (state.selected !== null) decide(state.selected, key === "a" ? "accept" : "refuse");
+    event.preventDefault();
+  } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+    moveSelection(event.key === "ArrowDown" ? 1 : -1);
+    event.preventDefault();
+  }
+});
+
+// --- alerts ---------------------------------------------------------------------------------
+
+const prefs = { chime: $("#pref-chime"), notify: $("#pref-notify") };
+for (const [name, box] of Object.entries(prefs)) {
+  box.checked = localStorage.getItem(`pbxscreen.${name}`) === "1";
+  box.addEventListener("change", async () => {
+    if (name === "notify" && box.checked && "Notification" in window) {
+      const answer = await Notification.requestPermission();
+      if (answer !== "granted") box.checked = false;
+    }
+    localStorage.setItem(`pbxscreen.${name}`, box.checked ? "1" : "0");
+  });
+}
+
+let audio = null;
+function chime() {
+  audio = audio || new AudioContext();
+  const start = audio.currentTime;
+  for (const [offset, freq] of [[0, 880], [0.18, 1320]]) {
+    const osc = audio.createOscillator();
+    const gain = audio.createGain();
+    osc.frequency.value = freq;
+    gain.gain.setValueAtTime(0.0001, start + offset);
+    gain.gain.exponentialRampToValueAtTime(0.2, start + offset + 0.02);
+    gain.gain.exponentialRampToValueAtTime(0.0001, start + offset + 0.16);
+    osc.connect(gain).connect(audio.destination);
+    osc.start(start + offset);
+    osc.stop(start + offset + 0.17);
+  }
+}
+
+function alertNewCall(call) {
+  if (prefs.chime.checked) {
+    try {
+      chime();
+    } catch {
+      /* audio blocked until the page has been interacted with */
+    }
+  }
+  if (prefs.notify.checked && document.hidden && "Notification" in window
+      && Notification.permission === "granted") {
+    const note = new Notification(`Incoming call from ${call.caller || "withheld"}`, {
+      body: `To ${call.called} on ${call.trunk}`,
+      tag: `call-${call.id}`,
+    });
+    note.onclick = () => window.focus();
+  }
+}
+
+window.pbxscreen = state; // for people debugging in the console, and for browser tests
+connect();
+requestAnimationFrame(loop);
