@@ -18,6 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from screening import push
+from screening.access import stream_for_trunk
 from screening.models import (
     AuditEvent,
     AuditKind,
@@ -72,9 +73,10 @@ def _load(call_pk: int) -> Call:
     return Call.objects.select_related("trunk", "decided_by").get(pk=call_pk)
 
 
-def _push_call(kind: str, call_pk: int) -> None:
-    """After commit: push the call as the database now holds it."""
-    push.publish(kind, {"call": call_payload(_load(call_pk))})
+def _push_call(kind: str, call_pk: int) -> int:
+    """After commit: push the call as the database now holds it, to those who may see it."""
+    call = _load(call_pk)
+    return push.publish(kind, {"call": call_payload(call)}, stream=stream_for_trunk(call.trunk))
 
 
 # --- Intake ---------------------------------------------------------------------------------
@@ -145,9 +147,10 @@ def _existing_call(event: IncomingCall) -> Call | None:
 
 
 def _announce(call_pk: int) -> None:
-    call = _load(call_pk)
-    seq = push.publish("call", {"call": call_payload(call)})
-    _audit(call, AuditKind.PUSHED, "Pushed to operators", stream=push.OPERATORS, seq=seq)
+    seq = _push_call("call", call_pk)
+    call = Call.objects.select_related("trunk").get(pk=call_pk)
+    stream = stream_for_trunk(call.trunk)
+    _audit(call, AuditKind.PUSHED, f"Pushed to {stream}", stream=stream, seq=seq)
 
 
 # --- Decisions ------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.contrib.auth.models import AbstractBaseUser
 
 from screening import link, push
+from screening.access import streams_for, visible_trunks
 from screening.models import OPEN_STATUSES, Call
 from screening.presenters import call_payload
 
@@ -20,11 +22,11 @@ MAX_CLIENT_MESSAGE = 2048
 CLOSE_FORBIDDEN = 4403
 
 
-def build_snapshot(streams: list[str]) -> str:
+def build_snapshot(user: AbstractBaseUser, streams: list[str]) -> str:
     # Read the sequence numbers before the database: a push racing with this snapshot then has a
     # higher number and is applied on top, never lost.
     seqs = {stream: push.current_seq(stream) for stream in streams}
-    base = Call.objects.select_related("trunk", "decided_by")
+    base = Call.objects.select_related("trunk", "decided_by").filter(visible_trunks(user))
     open_calls = list(base.filter(status__in=OPEN_STATUSES).order_by("deadline"))
     recent = list(base.exclude(status__in=OPEN_STATUSES).order_by("-finished_at")[:RECENT_LIMIT])
     body = {
@@ -39,6 +41,7 @@ def build_snapshot(streams: list[str]) -> str:
 
 
 class OperatorConsumer(AsyncWebsocketConsumer):
+    user: AbstractBaseUser
     streams: list[str]
 
     async def connect(self) -> None:
@@ -50,7 +53,8 @@ class OperatorConsumer(AsyncWebsocketConsumer):
         ):
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        self.streams = [push.OPERATORS]
+        self.user = user
+        self.streams = await database_sync_to_async(streams_for)(user)
         for stream in self.streams:
             await self.channel_layer.group_add(stream, self.channel_name)
         await self.accept()
@@ -80,7 +84,8 @@ class OperatorConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=json.dumps({"type": "error", "error": "unknown message"}))
 
     async def send_snapshot(self) -> None:
-        await self.send(text_data=await database_sync_to_async(build_snapshot)(self.streams))
+        snapshot = await database_sync_to_async(build_snapshot)(self.user, self.streams)
+        await self.send(text_data=snapshot)
 
     async def push_message(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["text"])

@@ -11,6 +11,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -18,8 +19,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from screening import actions, link
+from screening.access import may_decide
 from screening.intake import handle_event
-from screening.models import Call, CallStatus, Decision
+from screening.models import Call, CallStatus, Decision, Trunk
 from screening.pbx.events import EventError, parse_event
 from screening.presenters import call_payload
 from screening.runtime import run_blocking
@@ -56,9 +58,11 @@ async def decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     if action not in Decision.values:
         return _error(404, f"Unknown action {action[:20]!r}: use accept or refuse.")
     try:
-        result = await run_blocking(actions.decide, pk, action, user=user)
+        result = await run_blocking(_decide_if_allowed, user, pk, action)
     except Call.DoesNotExist:
         return _error(404, "No such call.")
+    except PermissionDenied:
+        return _error(403, "This call's trunk is screened by another operator group.")
     call = result.call
     body = {
         "ok": result.ok,
@@ -76,6 +80,15 @@ async def decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     if result.conflict:
         return JsonResponse(body, status=409)
     return JsonResponse(body, status=410 if call.status == CallStatus.GONE else 502)
+
+
+def _decide_if_allowed(user: Any, pk: int, action: str) -> actions.DecideResult:
+    trunk = Trunk.objects.filter(calls__pk=pk).first()
+    if trunk is None:
+        raise Call.DoesNotExist
+    if not may_decide(user, trunk):
+        raise PermissionDenied
+    return actions.decide(pk, action, user=user)
 
 
 def _signature_ok(secret: str, body: bytes, given: str) -> bool:

@@ -1,0 +1,44 @@
+"""Who sees and decides which calls: a trunk with an operator group is for that group only."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, Group
+from django.db.models import Q
+
+from screening import push
+from screening.models import Trunk
+
+DECIDE_PERMISSION = "screening.decide_call"
+
+
+def group_stream(group_id: int) -> str:
+    return f"{push.OPERATORS}.g{group_id}"
+
+
+def stream_for_trunk(trunk: Trunk) -> str:
+    """The push stream that carries this trunk's calls."""
+    return group_stream(trunk.operator_group_id) if trunk.operator_group_id else push.OPERATORS
+
+
+def _group_ids(user: AbstractBaseUser) -> list[int]:
+    if user.is_superuser:
+        return list(Group.objects.values_list("pk", flat=True))
+    return list(user.groups.values_list("pk", flat=True))
+
+
+def streams_for(user: AbstractBaseUser) -> list[str]:
+    """Everyone with the permission hears the shared stream (unrestricted trunks, link state)."""
+    return [push.OPERATORS, *(group_stream(gid) for gid in _group_ids(user))]
+
+
+def visible_trunks(user: AbstractBaseUser) -> Q:
+    """A filter on Call for the calls this operator may see."""
+    return Q(trunk__operator_group__isnull=True) | Q(trunk__operator_group__in=_group_ids(user))
+
+
+def may_decide(user: AbstractBaseUser, trunk: Trunk) -> bool:
+    if not user.has_perm(DECIDE_PERMISSION):
+        return False
+    if trunk.operator_group_id is None or user.is_superuser:
+        return True
+    return user.groups.filter(pk=trunk.operator_group_id).exists()
