@@ -86,6 +86,9 @@ def _push_call(kind: str, call_pk: int) -> int:
 class Received:
     call: Call
     created: bool
+    # The trunk does not screen: the caller should route the call at once with decide(...,
+    # by_kind=TRUNK_POLICY). Left to the caller so intake never waits on the PBX.
+    accept_now: bool = False
 
 
 def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None = None) -> Received:
@@ -133,13 +136,9 @@ def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None 
                 "call %s arrived on unknown trunk %r: created it", event.call_id, trunk.name
             )
             _audit(call, AuditKind.TRUNK_CREATED, f"Unknown trunk {trunk.name!r} created")
-        screened = trunk.screening_enabled
-        if screened:
+        if trunk.screening_enabled:
             transaction.on_commit(lambda: _announce(call.pk))
-    if not screened:
-        # Screening is off for this trunk: route the call at once rather than hold the caller.
-        decide(call.pk, Decision.ACCEPT, by_kind=DecidedBy.TRUNK_POLICY)
-    return Received(call, created=True)
+    return Received(call, created=True, accept_now=not trunk.screening_enabled)
 
 
 def _existing_call(event: IncomingCall) -> Call | None:

@@ -3,25 +3,37 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from django.utils import timezone
 
 from screening import actions
-from screening.models import CallStatus
+from screening.models import CallStatus, DecidedBy, Decision
 from screening.pbx.events import CallDetailRecord, CallStateChanged, Event, IncomingCall
-from screening.runtime import run_blocking, schedule_expiry
+from screening.runtime import run_blocking, schedule_expiry, spawn
 
 log = logging.getLogger("screening.intake")
 
 
-async def handle_event(event: Event, *, via: str) -> None:
-    """Record the event; for a new 30016, arm the expiry timer in this process."""
+async def handle_event(event: Event, *, via: str, received_at: datetime | None = None) -> None:
+    """Record the event; for a new 30016, arm the expiry timer in this process.
+
+    ``received_at`` is when the frame reached us: the PBX's 10 s started when it sent the event,
+    so time spent queued here must count against the window, not extend it.
+    """
     if isinstance(event, IncomingCall):
-        # Stamp before any queueing: the PBX's 10 s started when it sent the event.
-        received_at = timezone.now()
+        received_at = received_at or timezone.now()
         received = await run_blocking(actions.receive_call, event, via=via, received_at=received_at)
         call = received.call
-        if received.created and call.status == CallStatus.PENDING:
+        if received.accept_now:
+            # Screening is off for this trunk: route the call at once, without holding up intake.
+            spawn(
+                run_blocking(
+                    actions.decide, call.pk, Decision.ACCEPT, by_kind=DecidedBy.TRUNK_POLICY
+                ),
+                f"policy-{call.pk}",
+            )
+        elif received.created and call.status == CallStatus.PENDING:
             schedule_expiry(call.pk, call.deadline)
     elif isinstance(event, CallStateChanged):
         await run_blocking(actions.record_call_state, event)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -26,8 +27,8 @@ def make_listener() -> PbxListener:
     # new credentials are a clean slate, and `manage.py pbx_auth_reset` clears it by hand.
     client = PbxClient.from_settings()
 
-    async def handler(event: Any) -> None:
-        await handle_event(event, via="websocket")
+    async def handler(event: Any, arrived: datetime) -> None:
+        await handle_event(event, via="websocket", received_at=arrived)
 
     return PbxListener(
         client, handler, heartbeat=settings.PBX_HEARTBEAT_SECONDS, verify=settings.PBX_VERIFY_TLS

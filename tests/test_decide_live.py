@@ -183,3 +183,19 @@ def test_decide_endpoint_refuses_bad_requests_cleanly(live: Live) -> None:
     assert no_csrf.post(url, timeout=5).status_code == 403
     assert Call.objects.get(pk=call.pk).status == "pending"  # nothing above changed the call
     assert not pbx_requests(live, "call/accept_inbound", sent["channel_id"])
+
+
+def test_a_slow_pbx_answer_for_one_call_does_not_delay_the_next_call(live: Live) -> None:
+    Trunk.objects.create(name="sip-gamma", label="Support", screening_enabled=False)
+    live.sim.set_faults(latency_ms=1500)
+    unscreened = live.sim.inject("07700900001", "02079460002", "sip-gamma")  # accept takes 1.5 s
+    arrived(live, unscreened)
+    before = time.time()
+    screened = live.sim.inject("07700900002", "02079460000", "peer-to-41")
+    call = arrived(live, screened)
+    # Intake stamped the call on arrival, not after the slow PBX answer for the other call.
+    assert call.received_at.timestamp() - before < 0.5
+    wait_for(
+        lambda: Call.objects.get(pbx_call_id=unscreened["call_id"]).status == "accepted",
+        timeout=5,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -35,7 +36,7 @@ def run_with_listener(
     async def main() -> None:
         events: list[Event] = []
 
-        async def handler(event: Event) -> None:
+        async def handler(event: Event, arrived: datetime) -> None:
             events.append(event)
 
         client = PbxClient(sim.base_url, sim.client_id, sim.client_secret, cache=cache)
@@ -125,7 +126,7 @@ def test_wrong_credentials_stop_after_one_attempt() -> None:
     with SimulatorThread(call_rate=0.0) as sim:
 
         async def main() -> None:
-            async def handler(event: Event) -> None:
+            async def handler(event: Event, arrived: datetime) -> None:
                 pass
 
             client = PbxClient(sim.base_url, sim.client_id, "wrong-secret", cache=cache)

@@ -14,6 +14,7 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import aiohttp
 
@@ -31,7 +32,7 @@ from screening.runtime import run_blocking
 log = logging.getLogger("screening.pbx.listener")
 
 TOPICS = (30016, 30011, 30012)
-Handler = Callable[[Event], Awaitable[None]]
+Handler = Callable[[Event, datetime], Awaitable[None]]  # (event, when its frame arrived)
 
 
 class LinkDead(Exception):
@@ -166,7 +167,7 @@ class PbxListener:
     async def _pump(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         # Events are handled in arrival order by one worker, so a call's 30011 never overtakes
         # its 30016; the reader stays free to see heartbeat answers meanwhile.
-        queue: asyncio.Queue[Event] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[Event, datetime]] = asyncio.Queue()
         self._last_answer = time.monotonic()
         worker = asyncio.create_task(self._work(queue), name="pbx-events")
         reader = asyncio.create_task(self._reader(ws, queue), name="pbx-reader")
@@ -182,13 +183,13 @@ class PbxListener:
                 raise task.exception()  # type: ignore[misc]
 
     async def _reader(
-        self, ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue[Event]
+        self, ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue[tuple[Event, datetime]]
     ) -> None:
         async for msg in ws:
             if msg.type == aiohttp.WSMsgType.TEXT:
                 self._read(msg.data, queue)
 
-    def _read(self, text: str, queue: asyncio.Queue[Event]) -> None:
+    def _read(self, text: str, queue: asyncio.Queue[tuple[Event, datetime]]) -> None:
         try:
             frame = parse_frame(text)
         except EventError as exc:
@@ -200,7 +201,7 @@ class PbxListener:
             if frame.errcode != 0:
                 log.warning("PBX answered %s %s", frame.errcode, frame.errmsg)
         else:
-            queue.put_nowait(frame)
+            queue.put_nowait((frame, datetime.now(UTC)))
 
     async def _heartbeats(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         # Send on a fixed period (the PBX's idle cut counts our silence) and, independently,
@@ -223,11 +224,11 @@ class PbxListener:
                 if unanswered_since is None:
                     unanswered_since = now
 
-    async def _work(self, queue: asyncio.Queue[Event]) -> None:
+    async def _work(self, queue: asyncio.Queue[tuple[Event, datetime]]) -> None:
         while True:
-            event = await queue.get()
+            event, arrived = await queue.get()
             try:
-                await self.handler(event)
+                await self.handler(event, arrived)
             except Exception:
                 # One bad event must not stop the link; the audit keeps what was recorded.
                 log.exception("handling PBX event %s failed", type(event).__name__)
@@ -235,7 +236,7 @@ class PbxListener:
                 queue.task_done()
 
 
-async def _drain(queue: asyncio.Queue[Event], worker: asyncio.Task[None]) -> None:
+async def _drain(queue: asyncio.Queue[tuple[Event, datetime]], worker: asyncio.Task[None]) -> None:
     """Finish the events already received before the socket went away, then stop the worker."""
     try:
         await asyncio.wait_for(queue.join(), timeout=5.0)
