@@ -116,14 +116,16 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # Tests run against a file (not :memory:) so that a real server process can share it.
+    # Tests run against a file (not :memory:) so that a real server process can share it; one
+    # per test process, so parallel runs in one checkout do not trample each other.
     _name = Path(str(_db["NAME"]))
-    _db["TEST"] = {"NAME": str(_name.with_name(_name.stem + "-test" + _name.suffix))}
+    _db["TEST"] = {"NAME": str(_name.with_name(f"{_name.stem}-test-{os.getpid()}{_name.suffix}"))}
     _db["CONN_MAX_AGE"] = None  # opening SQLite per request only costs; worker threads are bounded
     Path(str(_db["NAME"])).parent.mkdir(parents=True, exist_ok=True)
 else:
     _db["CONN_MAX_AGE"] = 60
     _db["CONN_HEALTH_CHECKS"] = True
+    _db["TEST"] = {"NAME": f"test_{_db['NAME']}_{os.getpid()}"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer and cache ----------------------------------------------------------------
