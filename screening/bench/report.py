@@ -1,0 +1,84 @@
+"""The bench's printed table and its JSON file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ROWS = (
+    ("push", "push: simulator send -> operator screen"),
+    ("push_from_inject", "push: incl. the inject HTTP request"),
+    ("decide_http", "decide: POST round trip (client)"),
+    ("decide_pbx_round_trip", "decide: pbx_round_trip_ms (server)"),
+    ("decide_others_seen", "decide: POST start -> other operator sees final"),
+    ("decide_all_others_seen", "decide: POST start -> all others saw final"),
+    ("inject_http", "(inject request round trip)"),
+    ("sim_send_after_inject_start", "(simulator send after inject start)"),
+)
+COLUMNS = ("count", "lost", "p50", "p90", "p99", "max")
+
+NOTES = (
+    "Times are milliseconds over loopback; every timestamp is time.time() in the bench process.",
+    "push: from the simulator's own send stamp (SimCall.offered_at, taken right before the 30016 "
+    "frame is queued; the simulator runs in-process) to the moment each operator's WebSocket "
+    "delivered the call's first 'pending' push, per operator.",
+    "push_from_inject: the same, but from just before POST /_sim/calls, so it includes the "
+    "injection HTTP request up to the send (see 'simulator send after inject start').",
+    "decide: one operator POSTs accept (round robin; with --concurrent-deciders K, K operators "
+    "fire K POSTs for K calls at once) over its keep-alive connection; 'others' are the other "
+    "operators' sockets seeing the status 'accepted', timed from the POST's start.",
+    "lost: pushes not seen within the timeout (5 s) of their cause.",
+    "All operator sockets share the bench's one event loop, and the bench shares the machine "
+    "with the server process: per-operator numbers include that queueing.",
+)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    config, machine, results = report["config"], report["machine"], report["results"]
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+    lines = [
+        f"machine: {machine['cpu_count']} cores ({machine['cpu_model']}), "
+        f"Python {machine['python']}, {machine['platform']}",
+        f"versions: {versions}",
+        f"load average (1 min) at the start: {machine['load_average_1m']}"
+        + (
+            "  WARNING: above the core count, other work on the machine skews these numbers"
+            if machine["load_average_1m"] > (machine["cpu_count"] or 1)
+            else ""
+        ),
+        f"setup: {config['operators']} operators, {config['calls']} calls "
+        f"(+{config['warmup']} warm-up), gap {config['gap']:g} s, "
+        f"{config['concurrent_deciders']} concurrent decider(s), "
+        f"channel layer {config['channel_layer']}, database SQLite",
+        "",
+    ]
+    width = max(len(label) for _, label in ROWS)
+    header = f"{'metric (ms)':<{width}}  " + "  ".join(f"{c:>7}" for c in COLUMNS)
+    lines += [header, "-" * len(header)]
+    for key, label in ROWS:
+        row = results[key]
+        lines.append(f"{label:<{width}}  " + "  ".join(f"{_cell(row[c]):>7}" for c in COLUMNS))
+    errors = report["errors"]
+    lines += [
+        "",
+        f"decide failures: {errors['decide_failures']}, push sequence gaps: {errors['seq_gaps']}, "
+        f"frames received: {errors['frames_received']}",
+        *errors["messages"],
+        "",
+        *(f"note: {note}" for note in report["notes"]),
+    ]
+    return "\n".join(lines)
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
