@@ -1,0 +1,55 @@
+"""The supervisor's live view: who is online, the calls waiting now (read-only), the PBX link."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, Min
+from django.utils import timezone
+
+from screening import link, presence, push
+from screening.models import OPEN_STATUSES, Call, Presence
+from screening.presenters import call_payload, epoch_ms
+
+MAX_CALLS = 200  # a supervisor's overview, not a queue to work through
+
+
+def online() -> list[dict[str, Any]]:
+    """Operators with a live socket, with how many sockets (tabs) and since when."""
+    users = {u.pk: u for u in presence.online_users().prefetch_related("groups")}
+    sockets = (
+        Presence.objects.filter(
+            user_id__in=users, last_seen__gte=timezone.now() - presence.PRESENCE_TTL
+        )
+        .values("user_id")
+        .annotate(n=Count("pk"), since=Min("connected_at"))
+    )
+    by_user = {row["user_id"]: row for row in sockets}
+    result = []
+    for pk, user in users.items():
+        row = by_user.get(pk, {"n": 0, "since": None})
+        result.append(
+            {
+                "id": pk,
+                "name": user.get_full_name() or user.get_username(),
+                "username": user.get_username(),
+                "groups": sorted(g.name for g in user.groups.all()),
+                "sockets": row["n"],
+                "since": epoch_ms(row["since"]),
+            }
+        )
+    return sorted(result, key=lambda u: u["name"].lower())
+
+
+def state() -> dict[str, Any]:
+    calls = (
+        Call.objects.select_related("trunk", "decided_by")
+        .filter(status__in=OPEN_STATUSES)
+        .order_by("deadline")[:MAX_CALLS]
+    )
+    return {
+        "server_time": push.now_ms(),
+        "online": online(),
+        "calls": [call_payload(c) for c in calls],
+        "link": link.get_state(),
+    }

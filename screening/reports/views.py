@@ -1,0 +1,241 @@
+"""Thin views for supervisors: parse the request, call the report modules, render."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required, permission_required
+from django.core.handlers.asgi import ASGIRequest
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from screening.reports import audit, charts, export, live, timeline
+from screening.reports import stats as stats_module
+
+VIEW_AUDIT = "screening.view_audit"
+PAGING_PARAMS = {"after", "before"}
+
+
+def supervisor_only(view: Any) -> Any:
+    return require_GET(login_required(permission_required(VIEW_AUDIT, raise_exception=True)(view)))
+
+
+def _query(request: HttpRequest, drop: set[str], **extra: str) -> str:
+    params = request.GET.copy()
+    for key in drop | set(extra):
+        params.pop(key, None)
+    for key, value in extra.items():
+        params[key] = value
+    return params.urlencode()
+
+
+@supervisor_only
+def audit_list(request: HttpRequest) -> HttpResponse:
+    form = audit.AuditFilterForm(request.GET or None)
+    filters = audit.cleaned_filters(form) if request.GET else {}
+    ordering = audit.Ordering.parse(request.GET.get("sort"))
+    page = audit.fetch_page(
+        audit.filter_calls(filters),
+        ordering,
+        after=request.GET.get("after"),
+        before=request.GET.get("before"),
+    )
+    columns = [
+        {
+            "key": key,
+            "label": audit.SORTS[key].label,
+            "query": _query(request, PAGING_PARAMS | {"sort"}, sort=ordering.toggled(key)),
+            "aria_sort": (
+                ("descending" if ordering.descending else "ascending")
+                if key == ordering.sort.key
+                else None
+            ),
+        }
+        for key in audit.SORTS
+    ]
+    return render(
+        request,
+        "screening/audit.html",
+        {
+            "form": form,
+            "page": page,
+            "ordering": ordering,
+            "columns": {c["key"]: c for c in columns},
+            "next_query": page.next_cursor
+            and _query(request, PAGING_PARAMS, after=page.next_cursor),
+            "prev_query": page.prev_cursor
+            and _query(request, PAGING_PARAMS, before=page.prev_cursor),
+            "first_query": _query(request, PAGING_PARAMS),
+            "export_query": _query(request, PAGING_PARAMS),
+            "is_first_page": not (request.GET.get("after") or request.GET.get("before")),
+            "page_size": audit.PAGE_SIZE,
+        },
+    )
+
+
+@supervisor_only
+def audit_export(request: HttpRequest) -> StreamingHttpResponse:
+    form = audit.AuditFilterForm(request.GET or None)
+    filters = audit.cleaned_filters(form) if request.GET else {}
+    ordering = audit.Ordering.parse(request.GET.get("sort"))
+    qs = audit.filter_calls(filters)
+
+    def chunks() -> Any:
+        return export.iter_csv(qs, ordering)
+
+    # Under ASGI a synchronous iterator would be collected into a list first (see export).
+    content = export.aiter_csv(chunks) if isinstance(request, ASGIRequest) else chunks()
+    response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
+    stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")
+    response["Content-Disposition"] = f'attachment; filename="pbxscreen-audit-{stamp}.csv"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@supervisor_only
+def call_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    row = timeline.call_row(pk)
+    if row is None:
+        raise Http404("No such call")
+    return render(
+        request,
+        "screening/audit_detail.html",
+        {
+            "row": row,
+            "steps": timeline.timeline(pk, row.received_at),
+            "back_query": request.GET.get("back", ""),
+        },
+    )
+
+
+SERIES_COLOURS = {
+    "accepted": ("Accepted", "#106b2f"),
+    "refused": ("Refused", "#a5161b"),
+    "expired": ("Expired (PBX routed it)", "#b45309"),
+    "gone": ("Gone", "#6b7280"),
+    "failed": ("Failed", "#6d28d9"),
+}
+
+
+@supervisor_only
+def stats(request: HttpRequest) -> HttpResponse:
+    form = stats_module.StatsForm(request.GET or None)
+    period = stats_module.resolve_period(form)
+    result = stats_module.compute(period)
+    labels = [b.label for b in result.buckets]
+    per = "hour" if period.by == "hour" else "day"
+    outcome_chart = charts.bar_chart(
+        "chart-outcomes",
+        f"Calls per {per} by outcome",
+        f"Stacked bars: accepted, refused, expired, gone and failed calls per {per}, "
+        f"{period.first:%d %b %Y} to {period.last:%d %b %Y}.",
+        labels,
+        [
+            charts.Series(label, colour, [getattr(b.counts, key) for b in result.buckets])
+            for key, (label, colour) in SERIES_COLOURS.items()
+        ],
+    )
+    window_ms = result.window_ms
+    timing_chart = charts.line_chart(
+        "chart-timing",
+        f"Operator decision time per {per}",
+        f"Median and 90th percentile of the time from arrival to an operator's decision, "
+        f"against the PBX window of {window_ms / 1000:g} s.",
+        labels,
+        [
+            charts.Series("Median", "#1d4ed8", [b.timing.median_ms for b in result.buckets]),
+            charts.Series("90th percentile", "#b45309", [b.timing.p90_ms for b in result.buckets]),
+        ],
+        unit="s",
+        reference=(f"window {window_ms / 1000:g} s", window_ms),
+    )
+    hour_chart = charts.bar_chart(
+        "chart-hours",
+        "Expiry rate by hour of day",
+        "Share of offered calls that expired (the PBX routed them itself), by hour of day.",
+        [f"{h:02d}" for h in range(24)],
+        [
+            charts.Series(
+                "Expired", "#b45309", [g.counts.expiry_rate for g in result.by_hour_of_day]
+            )
+        ],
+        unit="%",
+        max_value=charts.nice_max(
+            max((g.counts.expiry_rate or 0) * 100 for g in result.by_hour_of_day) or 1
+        )
+        / 100,
+    )
+    trunk_chart = charts.hbar_chart(
+        "chart-trunks",
+        "Expiry rate by trunk",
+        "Share of each trunk's offered calls that expired.",
+        [(g.label, g.counts.expiry_rate) for g in result.by_trunk],
+        "#b45309",
+    )
+    operator_chart = charts.hbar_chart(
+        "chart-operators",
+        "Expiry rate while each operator was working",
+        "Share of calls on the operator's trunks that expired during the hours in which the "
+        "operator decided at least one call.",
+        [(o.label, o.expiry_rate) for o in result.by_operator],
+        "#b45309",
+    )
+    return render(
+        request,
+        "screening/stats.html",
+        {
+            "form": form,
+            "period": period,
+            "stats": result,
+            "per": per,
+            "window_s": window_ms / 1000,
+            "outcome_chart": outcome_chart,
+            "timing_chart": timing_chart,
+            "hour_chart": hour_chart,
+            "trunk_chart": trunk_chart,
+            "operator_chart": operator_chart,
+            "legend": SERIES_COLOURS.values(),
+            "presets": _presets(),
+        },
+    )
+
+
+def _presets() -> list[tuple[str, str]]:
+    today = timezone.localdate()
+    this_month = today.replace(day=1)
+    last_month = (this_month - timedelta(days=1)).replace(day=1)
+    return [
+        ("Last 7 days", ""),
+        ("Last 7 days per hour", "by=hour"),
+        ("This month", f"month={this_month:%Y-%m}"),
+        ("Last month", f"month={last_month:%Y-%m}"),
+    ]
+
+
+@supervisor_only
+def supervisor(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "screening/supervisor.html",
+        {
+            "state": live.state(),
+            "refresh_seconds": 3,
+            "margin_ms": settings.SCREEN_SAFETY_MARGIN_SECONDS * 1000,
+        },
+    )
+
+
+@require_GET
+def supervisor_state(request: HttpRequest) -> JsonResponse:
+    # JSON callers get JSON errors, not a login page.
+    if not request.user.is_authenticated:
+        return JsonResponse({"ok": False, "error": "Log in first."}, status=401)
+    if not request.user.has_perm(VIEW_AUDIT):
+        return JsonResponse({"ok": False, "error": "You may not view this."}, status=403)
+    response = JsonResponse({"ok": True, **live.state()})
+    response["Cache-Control"] = "no-store"
+    return response
