@@ -58,3 +58,34 @@ def test_bench_smoke_run_writes_its_json(tmp_path: Path) -> None:
     measured = [c for c in report["calls"] if not c["warmup"]]
     assert len(measured) == 3
     assert all(c["decided_status"] == "accepted" for c in measured)
+
+
+def test_bench_suite_smoke_run_writes_its_json(tmp_path: Path) -> None:
+    """`bench --smoke`: every part of the suite runs end to end (embedded, a few operators)."""
+    out = tmp_path / "suite.json"
+    done = subprocess.run(
+        [sys.executable, "manage.py", "bench", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "floor (raw websockets)" in done.stdout
+    assert "fd limit used" in done.stdout
+
+    (setup,) = json.loads(out.read_text())["suite"]
+    assert setup["setup"] == "embedded"
+    assert {"push", "decide", "throughput", "memory", "machine", "fd_limit"} <= setup.keys()
+    for n, row in setup["push"].items():
+        assert row["product"]["count"] == 2 * int(n), row  # every call reached every operator
+        assert row["product"]["lost"] == row["floor"]["lost"] == 0, row
+        assert row["floor"]["count"] == 2 * int(n), row
+        assert row["ratio_p99"] is not None
+    for row in setup["decide"].values():
+        assert row["errors"] == 0
+        assert row["server_share"]["count"] > 0
+        assert row["post_to_pbx_accept"]["count"] > 0
+        assert row["post_to_others_see_outcome"]["lost"] == 0
+    assert setup["throughput"]["steps"]
+    assert setup["memory"]["rss_connected_kb"] > 0

@@ -99,6 +99,14 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def run_suite(options: dict[str, Any]) -> dict[str, Any]:
+    from screening.bench import report, suite
+
+    result = suite.run(options)
+    report.write_json(Path(options["json"]), result)
+    return result
+
+
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # let the cleanup below run on SIGTERM too
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pbxscreen.settings")
@@ -106,7 +114,11 @@ def main(argv: list[str]) -> int:
 
     django.setup()
     try:
-        run(json.loads(argv[1]))
+        options = json.loads(argv[1])
+        if options.get("mode") == "suite":
+            run_suite(options)
+        else:
+            run(options)
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130

@@ -82,3 +82,78 @@ def format_table(report: dict[str, Any]) -> str:
 def write_json(path: Path, report: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def format_suite(combined: dict[str, Any]) -> str:
+    """One table per setup: push vs floor per N, decide, throughput, memory."""
+    lines: list[str] = []
+    for res in combined["suite"]:
+        machine = res["machine"]
+        versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+        lines += [
+            "",
+            f"== {res['setup']}: {res['processes']}",
+            f"machine: {machine['cpu_count']} cores ({machine['cpu_model']}), Python "
+            f"{machine['python']}; {versions}",
+            f"load average (1 min) at the start: {machine['load_average_1m']}; "
+            f"fd limit used (soft, hard): {tuple(res['fd_limit'])}",
+        ]
+        if "push" in res:
+            lines += [
+                "",
+                f"{'push, send -> screen (ms)':<28}{'N':>6}{'samples':>9}{'lost':>6}"
+                f"{'p50':>8}{'p99':>8}{'max':>8}{'floor p99':>11}{'ratio':>7}",
+            ]
+            for n, row in res["push"].items():
+                p, f = row["product"], row.get("floor", {})
+                lines.append(
+                    f"{'':<28}{n:>6}{p['count']:>9}{p['lost']:>6}{_ms(p['p50']):>8}"
+                    f"{_ms(p['p99']):>8}{_ms(p['max']):>8}{_ms(f.get('p99')):>11}"
+                    f"{_ms(row.get('ratio_p99')):>7}"
+                )
+                if f:
+                    lines.append(
+                        f"{'  floor (raw websockets)':<28}{n:>6}{f['count']:>9}{f['lost']:>6}"
+                        f"{_ms(f['p50']):>8}{_ms(f['p99']):>8}{_ms(f['max']):>8}"
+                    )
+        if "decide" in res:
+            lines += ["", f"{'decide (ms)':<44}{'count':>7}{'lost':>6}{'p50':>8}{'p99':>8}"]
+            for k, row in res["decide"].items():
+                for key in (
+                    "post_round_trip",
+                    "post_to_pbx_accept",
+                    "post_to_others_see_outcome",
+                    "server_share",
+                ):
+                    s = row[key]
+                    label = f"{k} concurrent: {key.replace('_', ' ')}"
+                    lines.append(
+                        f"{label:<44}{s['count']:>7}{s['lost']:>6}{_ms(s['p50']):>8}"
+                        f"{_ms(s['p99']):>8}"
+                    )
+                if row["errors"]:
+                    lines.append(f"  {row['errors']} decisions failed")
+        if "throughput" in res:
+            t = res["throughput"]
+            lines += ["", f"throughput, {t['operators']} operators, {t['step_seconds']:g} s steps:"]
+            for step in t["steps"]:
+                lines.append(
+                    f"  {step['rate']:>5g} calls/s (achieved {step['achieved_rate']:g}): push p50 "
+                    f"{_ms(step['p50'])} p99 {_ms(step['p99'])} lost {step['lost']}"
+                    f" -> {'ok' if step['ok'] else 'FAIL'}"
+                )
+            lines.append(f"  highest sustained rate: {t['max_rate']:g} calls/s")
+        if "memory" in res:
+            m = res["memory"]
+            lines += [
+                "",
+                f"memory: web RSS {m['rss_before_kb'] / 1024:.1f} MB -> "
+                f"{m['rss_connected_kb'] / 1024:.1f} MB with {m['operators']} operators: "
+                f"{m['per_connection_kb']:.1f} KB per connection "
+                f"(total/N {m['total_per_connection_kb']:.1f} KB)",
+            ]
+    return "\n".join(lines)

@@ -33,6 +33,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 WORKER_GRACE_S = 30.0
+PG_URL = "postgresql://postgres@127.0.0.1:5432"
+SUITE_PARTS = ("push", "memory", "decide", "throughput")
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -75,8 +77,44 @@ class Command(BaseCommand):
         parser.add_argument(
             "--keep-tmp", action="store_true", help="keep the temporary database and server log"
         )
+        suite = parser.add_argument_group(
+            "suite", "the full suite (--suite): push vs the raw floor, decide, throughput, memory"
+        )
+        suite.add_argument(
+            "--suite", action="store_true", help="run the full suite instead of the basic bench"
+        )
+        suite.add_argument(
+            "--setups",
+            default="embedded,scaleout",
+            help="embedded (SQLite, in-memory layer, one serve) and/or scaleout (PostgreSQL at "
+            f"{PG_URL}, Redis db 15, two web processes + pbx_listen)",
+        )
+        suite.add_argument(
+            "--sizes", default="1,100,500,1000", help="operator counts for push (1,100,500,1000)"
+        )
+        suite.add_argument(
+            "--parts",
+            default=",".join(SUITE_PARTS),
+            help=f"which parts ({','.join(SUITE_PARTS)})",
+        )
+        suite.add_argument("--push-calls", type=int, default=20, help="calls per size (20)")
+        suite.add_argument(
+            "--decide-rounds", type=int, default=10, help="measured rounds per concurrency (10)"
+        )
+        suite.add_argument(
+            "--rates", default="5,10,20,30,40,60", help="throughput ramp, calls/s (5,...,60)"
+        )
+        suite.add_argument(
+            "--step-seconds", type=float, default=5.0, help="seconds per throughput step (5)"
+        )
+        suite.add_argument(
+            "--smoke", action="store_true", help="a tiny suite (CI): embedded, a few operators"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["suite"] or options["smoke"]:
+            self._suite(options)
+            return
         operators, calls = options["operators"], options["calls"]
         deciders = options["concurrent_deciders"]
         if operators < 1 or calls < 1 or options["warmup"] < 0 or options["gap"] < 0:
@@ -123,6 +161,81 @@ class Command(BaseCommand):
         if returncode != 0:
             raise CommandError(f"the bench worker failed (exit status {returncode})")
 
+    def _suite(self, options: dict[str, Any]) -> None:
+        from screening.bench import report
+
+        setups = [s.strip() for s in options["setups"].split(",") if s.strip()]
+        parts = [p.strip() for p in options["parts"].split(",") if p.strip()]
+        if not set(setups) <= {"embedded", "scaleout"} or not set(parts) <= set(SUITE_PARTS):
+            raise CommandError(f"--setups: embedded,scaleout; --parts: {','.join(SUITE_PARTS)}")
+        suite: dict[str, Any] = {
+            "sizes": [int(n) for n in options["sizes"].split(",")],
+            "parts": parts,
+            "push_calls": options["push_calls"],
+            "decide_rounds": options["decide_rounds"],
+            "rates": [float(r) for r in options["rates"].split(",")],
+            "step_seconds": options["step_seconds"],
+            "log_level": options["server_log_level"],
+        }
+        if options["smoke"]:
+            setups = ["embedded"]
+            suite.update(
+                sizes=[1, 3],
+                push_calls=2,
+                decide_rounds=1,
+                decide_operators=3,
+                decide_concurrency=[1, 2],
+                throughput_operators=3,
+                rates=[2.0],
+                step_seconds=1.0,
+            )
+        stamp = time.strftime("%Y-%m-%d-%H%M%S")
+        json_path = options["json"] or Path(settings.BASE_DIR) / "bench-results" / (
+            f"suite-{stamp}.json"
+        )
+        results = []
+        for setup in setups:
+            results.append(self._suite_setup(setup, suite, options))
+        combined = {"suite": results, "command": " ".join(sys.argv)}
+        self.stdout.write(report.format_suite(combined))
+        report.write_json(json_path, combined)
+        self.stdout.write(f"\nbench: results written to {json_path}")
+
+    def _suite_setup(
+        self, setup: str, suite: dict[str, Any], options: dict[str, Any]
+    ) -> dict[str, Any]:
+        workdir = Path(tempfile.mkdtemp(prefix=f"pbxscreen-suite-{setup}-"))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("REDIS_URL", None)
+        database = f"pbxscreen_bench_{os.getpid()}"
+        if setup == "scaleout":
+            _postgres(f"CREATE DATABASE {database}")
+            env["DATABASE_URL"] = f"{PG_URL}/{database}"
+        else:
+            env["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.sqlite3'}"
+        worker_options = {
+            "mode": "suite",
+            "suite": {**suite, "setup": setup},
+            "json": str(workdir / "result.json"),
+            "workdir": str(workdir),
+        }
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            returncode = self._run_worker(env, worker_options)
+            if returncode != 0:
+                raise CommandError(f"the {setup} suite worker failed (exit status {returncode})")
+            return json.loads((workdir / "result.json").read_text())
+        except KeyboardInterrupt:
+            raise CommandError("interrupted", returncode=130) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if setup == "scaleout":
+                _postgres(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            if options["keep_tmp"]:
+                self.stderr.write(f"kept {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+
     def _run_worker(self, env: dict[str, str], worker_options: dict[str, Any]) -> int:
         worker = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "screening.bench", json.dumps(worker_options)],
@@ -156,3 +269,10 @@ class Command(BaseCommand):
             worker.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(worker.pid, signal.SIGKILL)
+
+
+def _postgres(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{PG_URL}/postgres", autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]  # our own fixed statement
