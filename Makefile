@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install chromium demo test lint format migrations-check check
+.PHONY: install chromium demo test soak lint format migrations-check check
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "pbxscreen needs Python 3.11"'
@@ -24,8 +24,23 @@ chromium:
 demo: install
 	$(BIN)/python manage.py demo
 
+# The scale-out setup in CI: this machine's PostgreSQL and Redis database 11 (flushed first; the
+# bench uses 15, the soak 13). Each pytest process creates its own test database.
+PG_URL ?= postgres://postgres@127.0.0.1:5432/pbxscreen
+CI_REDIS_URL ?= redis://127.0.0.1:6379/11
+SCALEOUT_ENV := DATABASE_URL=$(PG_URL) REDIS_URL=$(CI_REDIS_URL)
+
+# 1. the whole suite on the embedded setup (SQLite, in-memory layer);
+# 2. every test but the browser ones on PostgreSQL + Redis, with the multi-process/fault tests;
+# 3. a short soak with faults on the scale-out setup.
 test: install chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not scaleout"
+	$(BIN)/python -c "import redis; redis.Redis.from_url('$(CI_REDIS_URL)').flushdb()"
+	$(SCALEOUT_ENV) $(BIN)/python -m pytest -m "not browser"
+	$(SCALEOUT_ENV) $(BIN)/python manage.py soak --minutes 0.5 --operators 10 --call-rate 2 --faults on
+
+soak: install
+	$(SCALEOUT_ENV) $(BIN)/python manage.py soak --minutes 5 --operators 50 --call-rate 5 --faults on
 
 lint: install
 	$(BIN)/ruff check .

@@ -109,6 +109,8 @@ DEFAULT_SQLITE = f"sqlite:///{VAR_DIR / 'pbxscreen.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL", DEFAULT_SQLITE))}
 _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # Stock SQLite plus a fair in-process queue for write transactions (screening/backends).
+    _db["ENGINE"] = "screening.backends.sqlite3"
     # WAL lets the web threads read while one writes; IMMEDIATE takes the write lock at BEGIN so
     # two concurrent claims queue on the lock instead of failing with "database is locked".
     _db["OPTIONS"] = {
@@ -131,27 +133,57 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Channel layer and cache ----------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
+    # redis-py's asyncio pool allows 100 connections by default: a burst of reconnecting browsers
+    # then fails group_add with MaxConnectionsError (a 500 on the handshake; design.md §5).
+    REDIS_MAX_CONNECTIONS = int(
+        env_float("REDIS_MAX_CONNECTIONS", 2000, minimum=10, maximum=100_000)
+    )
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "max_connections": REDIS_MAX_CONNECTIONS,
+                        # A restarted Redis leaves dead pooled sockets: notice them before use.
+                        "health_check_interval": 10,
+                        "socket_connect_timeout": 5,
+                        "retry_on_timeout": True,
+                    }
+                ],
                 # The default capacity (100) silently drops pushes to a busy operator socket.
                 "capacity": 1000,
                 "expiry": 30,
             },
         }
     }
+    # Pushes go over Redis pub/sub (channels_redis's own RedisPubSubChannelLayer): one PUBLISH per
+    # broadcast, fanned out inside each web process, where the list-based layer queues one entry
+    # per socket and pops them one Redis round trip each (README "Performance").
+    # REDIS_CHANNEL_LAYER=core restores the list-based layer (capacity/expiry apply to it only).
+    if env_str("REDIS_CHANNEL_LAYER", "pubsub").strip().lower() != "core":
+        CHANNEL_LAYERS["default"]["BACKEND"] = "channels_redis.pubsub.RedisPubSubChannelLayer"
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "pbxscreen",
+            # Bounded waits: a Redis outage must fail a request, not hang a worker thread.
+            "OPTIONS": {
+                "socket_connect_timeout": 5,
+                "socket_timeout": 5,
+                "health_check_interval": 10,
+            },
         }
     }
 else:
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+        # Stock InMemoryChannelLayer makes a broadcast O(N²) (screening/fastlayer.py).
+        "default": {
+            "BACKEND": "screening.fastlayer.FastInMemoryChannelLayer",
+            "CONFIG": {"capacity": 1000},
+        }
     }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -173,6 +205,21 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# HSTS stays off in the embedded setup (plain http on loopback); behind TLS set it, starting small:
+# browsers remember it for that long even if TLS is later taken away.
+SECURE_HSTS_SECONDS = int(env_float("SECURE_HSTS_SECONDS", 0, minimum=0, maximum=10**9))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# /healthz is probed over plain http by load balancers and monitors on the inside.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Daphne behind nginx: take the client address from X-Forwarded-For (login throttling uses it).
+# Only set it when a proxy you run overwrites that header.
+PROXY_HEADERS = env_bool("PROXY_HEADERS", False)
+# Login throttling (screening/throttle.py): after this many wrong passwords for one username from
+# one address, that pair is refused for LOGIN_LOCKOUT_SECONDS. Counted in the (shared) cache.
+LOGIN_FAILURE_LIMIT = int(env_float("LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000))
+LOGIN_LOCKOUT_SECONDS = int(env_float("LOGIN_LOCKOUT_SECONDS", 300, minimum=1, maximum=86400))
 
 # --- I18N / static --------------------------------------------------------------------------
 LANGUAGE_CODE = "en-gb"
@@ -200,6 +247,9 @@ else:
     raise ImproperlyConfigured(
         f"PBX_VERIFY_TLS={_verify!r} is neither true/false nor an existing CA bundle path"
     )
+# `serve` runs the PBX listener in-process (embedded). With several web processes, exactly one
+# listener must run: set PBX_LISTENER=off for the web processes and run `manage.py pbx_listen`.
+PBX_LISTENER = env_bool("PBX_LISTENER", True)
 PBX_EVENTS = env_str("PBX_EVENTS", "websocket").strip().lower()
 if PBX_EVENTS not in {"websocket", "webhook"}:
     raise ImproperlyConfigured(f"PBX_EVENTS={PBX_EVENTS!r} must be 'websocket' or 'webhook'")

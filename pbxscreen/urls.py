@@ -4,9 +4,14 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from screening import throttle
+from screening.throttle import ThrottledLoginView
+
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", ThrottledLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # The admin's own login form, throttled like the site's (it shadows the admin's "login/").
+    path("admin/login/", throttle.protect(admin.site.login), name="admin-login"),
     path("admin/", admin.site.urls),
     path("", include("screening.urls")),
 ]

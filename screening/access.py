@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, Group
-from django.db.models import Q
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, Group, Permission
+from django.db.models import Q, QuerySet
 
 from screening import push
 from screening.models import Trunk
@@ -42,3 +43,23 @@ def may_decide(user: AbstractBaseUser, trunk: Trunk) -> bool:
     if trunk.operator_group_id is None or user.is_superuser:
         return True
     return user.groups.filter(pk=trunk.operator_group_id).exists()
+
+
+def deciders(trunk: Trunk) -> QuerySet[AbstractBaseUser]:
+    """The users ``may_decide`` would allow on this trunk, as one query (the fallback policy asks
+    this on every call, so it must not load each user's permissions)."""
+    user_model = get_user_model()
+    perm = Permission.objects.filter(
+        content_type__app_label="screening", codename=DECIDE_PERMISSION.split(".", 1)[1]
+    )
+    with_perm = user_model.objects.filter(
+        Q(user_permissions__in=perm) | Q(groups__permissions__in=perm)
+    ).values("pk")
+    # ModelBackend grants nothing to inactive users, and everything to active superusers.
+    users = user_model.objects.filter(is_active=True).filter(
+        Q(is_superuser=True) | Q(pk__in=with_perm)
+    )
+    if trunk.operator_group_id is not None:
+        members = Group.objects.filter(pk=trunk.operator_group_id).values("user")
+        users = users.filter(Q(is_superuser=True) | Q(pk__in=members))
+    return users

@@ -7,6 +7,7 @@ after that transaction commits, so a browser never sees a state the database doe
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from screening import push
+from screening import presence, push, rules
 from screening.access import stream_for_trunk
 from screening.models import (
     AuditEvent,
@@ -26,6 +27,9 @@ from screening.models import (
     CallStatus,
     DecidedBy,
     Decision,
+    FallbackPolicy,
+    PbxOutcome,
+    Rule,
     Trunk,
 )
 from screening.pbx.client import (
@@ -69,13 +73,31 @@ def _audit(
     )
 
 
+_local = threading.local()
+
+
+def _thread_client() -> PbxClient:
+    """One PBX client per worker thread, so decisions reuse its keep-alive connection (a new
+    TCP + TLS handshake per decision costs a real PBX far more than the request itself)."""
+    key = (settings.PBX_BASE_URL, settings.PBX_CLIENT_ID, settings.PBX_CLIENT_SECRET)
+    cached = getattr(_local, "pbx", None)
+    if cached is None or cached[0] != key:
+        cached = _local.pbx = (key, PbxClient.from_settings())
+    return cached[1]
+
+
 def _load(call_pk: int) -> Call:
     return Call.objects.select_related("trunk", "decided_by").get(pk=call_pk)
 
 
 def _push_call(kind: str, call_pk: int) -> int:
     """After commit: push the call as the database now holds it, to those who may see it."""
-    call = _load(call_pk)
+    return _push_loaded(kind, _load(call_pk))
+
+
+def _push_loaded(kind: str, call: Call) -> int:
+    """After commit: push ``call`` as loaded inside the transaction that just committed (it is
+    what the database holds), saving the reload on the hot paths (intake, claim)."""
     return push.publish(kind, {"call": call_payload(call)}, stream=stream_for_trunk(call.trunk))
 
 
@@ -86,9 +108,11 @@ def _push_call(kind: str, call_pk: int) -> int:
 class Received:
     call: Call
     created: bool
-    # The trunk does not screen: the caller should route the call at once with decide(...,
-    # by_kind=TRUNK_POLICY). Left to the caller so intake never waits on the PBX.
-    accept_now: bool = False
+    # (decision, by_kind) when a rule, the trunk policy or the fallback policy decided the call.
+    # It is already claimed (DECIDING) in the same transaction that stored it, so no operator ever
+    # sees it pending; the caller sends it with send_claimed(), off the intake path, because
+    # intake must never wait on the PBX.
+    auto_decision: tuple[str, str] | None = None
 
 
 def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None = None) -> Received:
@@ -136,18 +160,44 @@ def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None 
                 "call %s arrived on unknown trunk %r: created it", event.call_id, trunk.name
             )
             _audit(call, AuditKind.TRUNK_CREATED, f"Unknown trunk {trunk.name!r} created")
-        if trunk.screening_enabled:
-            transaction.on_commit(lambda: _announce(call.pk))
-    return Received(call, created=True, accept_now=not trunk.screening_enabled)
+        auto = _auto_decide(call, trunk, now)
+        if auto is None:
+            transaction.on_commit(lambda: _announce(call))
+    return Received(call, created=True, auto_decision=auto)
+
+
+def _auto_decide(call: Call, trunk: Trunk, now: datetime) -> tuple[str, str] | None:
+    """Decide a new call without an operator, in this order: a matching rule, the trunk not
+    screening, nobody online who may decide it (fallback policy). Claims the call when decided."""
+    rule = rules.find_rule(call.caller, trunk, now)
+    note = ""
+    detail: dict[str, Any] = {}
+    if rule is not None:
+        decision, by_kind = rule.action, DecidedBy.RULE
+        note = rule.describe()
+        detail = {"rule_id": rule.pk, "rule_name": note}
+    elif not trunk.screening_enabled:
+        decision, by_kind = Decision.ACCEPT, DecidedBy.TRUNK_POLICY
+    elif trunk.fallback_policy != FallbackPolicy.WINDOW and not presence.any_online_for(trunk):
+        decision, by_kind = trunk.fallback_policy, DecidedBy.FALLBACK
+        note = f"nobody online may decide calls on {trunk.name} (fallback: {decision})"
+    else:
+        return None
+    claimed = _claim(call.pk, decision, None, by_kind, rule=rule, note=note, **detail)
+    if claimed is None:
+        # Only when the event sat queued past the last useful moment: let operators see it.
+        return None
+    if rule is not None:
+        rules.record_hit(rule, now)
+    return decision, by_kind
 
 
 def _existing_call(event: IncomingCall) -> Call | None:
     return Call.objects.filter(pbx_call_id=event.call_id, channel_id=event.channel_id).first()
 
 
-def _announce(call_pk: int) -> None:
-    seq = _push_call("call", call_pk)
-    call = Call.objects.select_related("trunk").get(pk=call_pk)
+def _announce(call: Call) -> None:
+    seq = _push_loaded("call", call)  # just created and committed: nothing to reload
     stream = stream_for_trunk(call.trunk)
     _audit(call, AuditKind.PUSHED, f"Pushed to {stream}", stream=stream, seq=seq)
 
@@ -184,7 +234,24 @@ def decide(
     return _send_to_pbx(claimed, decision, client)
 
 
-def _claim(call_pk: int, decision: str, user: AbstractBaseUser | None, by_kind: str) -> Call | None:
+def send_claimed(call_pk: int, *, client: PbxClient | None = None) -> DecideResult:
+    """Send the decision of a call claimed at intake (``Received.auto_decision``) to the PBX."""
+    call = _load(call_pk)
+    if call.status != CallStatus.DECIDING:
+        return DecideResult(call, ok=False, conflict=True, reason=_conflict_reason(call))
+    return _send_to_pbx(call, call.decision, client)
+
+
+def _claim(
+    call_pk: int,
+    decision: str,
+    user: AbstractBaseUser | None,
+    by_kind: str,
+    *,
+    rule: Rule | None = None,
+    note: str = "",
+    **detail: Any,
+) -> Call | None:
     now = timezone.now()
     margin = timedelta(seconds=settings.SCREEN_SAFETY_MARGIN_SECONDS)
     endpoint = _endpoint(decision)
@@ -196,6 +263,7 @@ def _claim(call_pk: int, decision: str, user: AbstractBaseUser | None, by_kind: 
             decision=decision,
             decided_by=user,
             decided_by_kind=by_kind,
+            rule=rule,
             claimed_at=now,
             version=F("version") + 1,
         )
@@ -203,7 +271,8 @@ def _claim(call_pk: int, decision: str, user: AbstractBaseUser | None, by_kind: 
             return None
         call = _load(call_pk)
         who = user_name(user) or call.get_decided_by_kind_display()
-        _audit(call, AuditKind.CLAIMED, f"{who} decided to {decision}", actor=user, at=now)
+        message = f"{who} decided to {decision}" + (f": {note}" if note else "")
+        _audit(call, AuditKind.CLAIMED, message, actor=user, at=now, by_kind=by_kind, **detail)
         # Saved before the request goes out (a crash after this line leaves a visible trace).
         _audit(
             call,
@@ -213,7 +282,7 @@ def _claim(call_pk: int, decision: str, user: AbstractBaseUser | None, by_kind: 
             endpoint=endpoint,
             channel_id=call.channel_id,
         )
-        transaction.on_commit(lambda: _push_call("call", call_pk))
+        transaction.on_commit(lambda: _push_loaded("call", call))
     return call
 
 
@@ -239,7 +308,7 @@ def _send_to_pbx(call: Call, decision: str, client: PbxClient | None) -> DecideR
     errmsg = ""
     round_trip_ms: float | None = None
     try:
-        pbx = client or PbxClient.from_settings()
+        pbx = client or _thread_client()
         send = pbx.accept_inbound if decision == Decision.ACCEPT else pbx.refuse_inbound
         response = send(call.channel_id, deadline=deadline)
         errcode, errmsg, round_trip_ms = 0, "SUCCESS", response.round_trip_ms
@@ -310,6 +379,10 @@ def _finish_decision(
             log.warning("call %s finished after it was swept as %s", call.pbx_call_id, call.status)
             return
         _audit(call, status, message, actor=call.decided_by, at=now)
+        if call.pbx_outcome:
+            # The PBX's 30011 can overtake its answer to us: confirm it against the final record.
+            # Our UPDATE above holds the row lock, so ``call`` is current.
+            _settle_outcome(call, None, now, source="decision")
         transaction.on_commit(lambda: _push_call("call", call_pk))
     if status == CallStatus.FAILED:
         log.error("decision on call %s failed: %s", call.pbx_call_id, message)
@@ -371,22 +444,27 @@ def _give_up(call_pk: int, now: datetime) -> bool:
 
 
 def record_call_state(event: CallStateChanged) -> None:
-    """30011: keep the PBX's view in the audit; a caller who hangs up while held is gone."""
-    calls = list(Call.objects.filter(pbx_call_id=event.call_id).only("pk", "status", "channel_id"))
-    if not calls:
-        return
-    states = {m.channel_id: m.member_status for m in event.members}
+    """30011: keep the PBX's view in the audit; a caller who hangs up while held is gone; what the
+    PBX did with the call is confirmed against our record."""
+    pks = list(Call.objects.filter(pbx_call_id=event.call_id).values_list("pk", flat=True))
     now = timezone.now()
-    for call in calls:
-        status = states.get(call.channel_id)
+    for pk in pks:
         with transaction.atomic():
+            # Locked: a decision finishing in another thread must not interleave with this.
+            call = Call.objects.select_for_update().get(pk=pk)
+            status = next(
+                (m.member_status for m in event.members if m.channel_id == call.channel_id), None
+            )
+            observed = _outcome_from_state(call, event)
             _audit(
                 call,
                 AuditKind.PBX_STATE,
                 ", ".join(f"{m.kind} {m.member_status}" for m in event.members),
                 at=now,
                 members=[{"kind": m.kind, "status": m.member_status} for m in event.members],
+                pbx_outcome=observed or "",
             )
+            changed = False
             if status == "BYE" and call.status == CallStatus.PENDING:
                 hung_up = Call.objects.filter(pk=call.pk, status=CallStatus.PENDING).update(
                     status=CallStatus.GONE,
@@ -396,19 +474,150 @@ def record_call_state(event: CallStateChanged) -> None:
                 )
                 if hung_up:
                     _audit(call, AuditKind.GONE, "Gone: the caller hung up while held", at=now)
-                    pk = call.pk
-                    transaction.on_commit(lambda pk=pk: _push_call("call", pk))
+                    call.status, call.decided_by_kind = CallStatus.GONE, DecidedBy.CALLER
+                    changed = True
+            changed = _settle_outcome(call, observed, now, source="30011") or changed
+            if changed:
+                transaction.on_commit(lambda pk=pk: _push_call("call", pk))
 
 
 def record_cdr(event: CallDetailRecord) -> None:
-    """30012: the PBX's call record, kept in the audit for outcome confirmation."""
-    for call in Call.objects.filter(pbx_call_id=event.call_id).only("pk"):
+    """30012: the PBX's call record, kept in the audit and used to confirm the outcome."""
+    pks = list(Call.objects.filter(pbx_call_id=event.call_id).values_list("pk", flat=True))
+    now = timezone.now()
+    for pk in pks:
+        with transaction.atomic():
+            call = Call.objects.select_for_update().get(pk=pk)
+            observed = _outcome_from_cdr(call, event)
+            _audit(
+                call,
+                AuditKind.PBX_CDR,
+                f"CDR {event.status}, talk {event.talk_duration}s",
+                at=now,
+                status=event.status,
+                call_duration=event.call_duration,
+                talk_duration=event.talk_duration,
+                did_number=event.did_number,
+                pbx_outcome=observed,
+            )
+            if _settle_outcome(call, observed, now, source="30012"):
+                transaction.on_commit(lambda pk=pk: _push_call("call", pk))
+
+
+# --- Outcome confirmation --------------------------------------------------------------------
+
+# How much each PBX observation says: a weaker one never overwrites a stronger one, so webhook
+# retries and out-of-order events cannot undo what is known. DROPPED and CALLER_HUNG_UP both mean
+# "ended before reaching anyone"; which of the two it is follows from our record (_hold_end).
+_OUTCOME_RANK = {
+    PbxOutcome.DROPPED: 1,
+    PbxOutcome.CALLER_HUNG_UP: 1,
+    PbxOutcome.ROUTED: 2,
+    PbxOutcome.NO_ANSWER: 3,  # routed, then ended unanswered: the final word on a routed call
+    PbxOutcome.ANSWERED: 4,
+}
+_HOLD_ENDS = frozenset({PbxOutcome.DROPPED, PbxOutcome.CALLER_HUNG_UP})
+_REACHED = frozenset({PbxOutcome.ROUTED, PbxOutcome.NO_ANSWER, PbxOutcome.ANSWERED})
+
+
+def _outcome_from_state(call: Call, event: CallStateChanged) -> str | None:
+    """What a 30011 says the PBX did with the call; None while it is still held (ALERT only)."""
+    ours = [m for m in event.members if m.kind == "inbound" and m.channel_id == call.channel_id]
+    legs = [m for m in event.members if m.kind != "inbound"]  # extension or outbound members
+    if any(m.member_status in {"ANSWER", "HOLD"} for m in legs) or any(
+        m.member_status in {"ANSWERED", "HOLD"} for m in ours
+    ):
+        return PbxOutcome.ANSWERED
+    if legs:
+        return PbxOutcome.ROUTED  # another leg exists: the PBX sent the call somewhere
+    if ours and ours[0].member_status == "BYE":
+        return PbxOutcome.DROPPED  # ended before reaching anyone; _hold_end names who ended it
+    return None
+
+
+def _outcome_from_cdr(call: Call, event: CallDetailRecord) -> str:
+    """What a 30012 says. Only an answer is conclusive: which CDR status a refused call gets is
+    unconfirmed (pbx-api.md §11; the simulator guesses NO ANSWER, a PBX may say BUSY or FAILED),
+    so any other status is read together with what we already know."""
+    status = event.status.strip().upper()
+    # "ANSWERD" is the EN doc table's spelling; voicemail picking up means the call was routed.
+    if status.startswith("ANSWER") or status == "VOICEMAIL" or event.talk_duration > 0:
+        return PbxOutcome.ANSWERED
+    if call.pbx_outcome in {PbxOutcome.ROUTED, PbxOutcome.NO_ANSWER}:
+        return PbxOutcome.NO_ANSWER
+    if not call.pbx_outcome and call.status in {CallStatus.ACCEPTED, CallStatus.EXPIRED}:
+        # No 30011 at all (Call Status not monitored on the trunk): an unanswered routed call and
+        # a dropped one look alike here, so do not cry wolf.
+        return PbxOutcome.NO_ANSWER
+    return PbxOutcome.DROPPED
+
+
+def _hold_end(call: Call) -> str:
+    """A call that ended before reaching anyone: the 30011 BYE does not say who ended it, so
+    read it from our record. An accepted call ending so is a mismatch (the PBX should have routed
+    it); a caller hanging up in the instant between our accept and the ringing would look the
+    same, which is rare enough for a flag a supervisor checks."""
+    deciding_accept = call.status == CallStatus.DECIDING and call.decision == Decision.ACCEPT
+    if call.status in {CallStatus.PENDING, CallStatus.GONE} or deciding_accept:
+        return PbxOutcome.CALLER_HUNG_UP
+    return PbxOutcome.DROPPED
+
+
+def _contradicts(call: Call, outcome: str) -> bool:
+    """Does the PBX's outcome contradict our final record? Open and failed calls contradict
+    nothing (a failed decision may or may not have reached the PBX)."""
+    if not outcome:
+        return False
+    if call.status == CallStatus.REFUSED:
+        return outcome in _REACHED
+    if call.status in {CallStatus.ACCEPTED, CallStatus.EXPIRED}:  # expired: the PBX routes it
+        return outcome == PbxOutcome.DROPPED
+    if call.status == CallStatus.GONE and call.decided_by_kind == DecidedBy.CALLER:
+        return outcome in _REACHED
+    return False
+
+
+def _settle_outcome(call: Call, observed: str | None, now: datetime, *, source: str) -> bool:
+    """Merge a PBX observation into the call (row locked by the caller's transaction) and set or
+    clear the mismatch flag. Returns whether the call changed, so the caller pushes it once."""
+    outcome = call.pbx_outcome
+    if observed and _OUTCOME_RANK[observed] > _OUTCOME_RANK.get(outcome, 0):
+        outcome = observed
+    if outcome in _HOLD_ENDS:
+        outcome = _hold_end(call)  # also relabels once a decision in flight has finished
+    mismatch = _contradicts(call, outcome)
+    if outcome == call.pbx_outcome and mismatch == call.outcome_mismatch:
+        return False
+    outcome_at = now if outcome != call.pbx_outcome else call.pbx_outcome_at
+    Call.objects.filter(pk=call.pk).update(
+        pbx_outcome=outcome,
+        pbx_outcome_at=outcome_at,
+        outcome_mismatch=mismatch,
+        version=F("version") + 1,
+    )
+    was_mismatch = call.outcome_mismatch
+    call.pbx_outcome, call.pbx_outcome_at, call.outcome_mismatch = outcome, outcome_at, mismatch
+    label = call.get_pbx_outcome_display().lower()
+    if mismatch and not was_mismatch:
         _audit(
             call,
-            AuditKind.PBX_CDR,
-            f"CDR {event.status}, talk {event.talk_duration}s",
-            status=event.status,
-            call_duration=event.call_duration,
-            talk_duration=event.talk_duration,
-            did_number=event.did_number,
+            AuditKind.MISMATCH,
+            f"Mismatch: we recorded {call.get_status_display().lower()}, "
+            f"but the PBX reports: {label}",
+            at=now,
+            status=call.status,
+            pbx_outcome=outcome,
+            source=source,
         )
+        log.warning("call %s: recorded %s, PBX reports %s", call.pbx_call_id, call.status, outcome)
+    elif was_mismatch and not mismatch:
+        _audit(
+            call,
+            AuditKind.MISMATCH,
+            f"Mismatch resolved: the PBX reports: {label}",
+            at=now,
+            status=call.status,
+            pbx_outcome=outcome,
+            source=source,
+        )
+    return True

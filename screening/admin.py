@@ -1,19 +1,241 @@
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
 from typing import Any
 
-from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib import admin, messages
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils import timezone
 
-from screening.models import AuditEvent, Call, Trunk
+from screening.models import (
+    AuditEvent,
+    Call,
+    CallStatus,
+    Rule,
+    Trunk,
+)
+from screening.pbx.client import PbxClient, PbxError, PbxNotConfigured, PbxTransportError
+
+# Everything that can go wrong talking to the PBX from an admin page: shown as a message.
+PBX_PROBLEMS = (PbxError, PbxTransportError, PbxNotConfigured)
+
+
+@dataclass
+class SyncResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    not_on_pbx: list[str] = field(default_factory=list)
+
+
+def sync_trunks(client: PbxClient) -> SyncResult:
+    """Create or update a Trunk per PBX trunk (``trunk/list``), matched by name. Labels that
+    admins set are kept; a trunk created by an unknown call becomes a known one."""
+    result = SyncResult()
+    names: set[str] = set()
+    for item in client.trunk_list():
+        name = str(item.get("name") or "").strip()
+        if not name or name in names:
+            continue
+        names.add(name)
+        trunk, created = Trunk.objects.get_or_create(name=name, defaults={"label": name})
+        if created:
+            result.created.append(name)
+            continue
+        changes: dict[str, Any] = {}
+        if trunk.auto_created:
+            changes["auto_created"] = False
+        if not trunk.label:
+            changes["label"] = name
+        if changes:
+            Trunk.objects.filter(pk=trunk.pk).update(**changes)
+            result.updated.append(name)
+        else:
+            result.unchanged.append(name)
+    result.not_on_pbx = list(
+        Trunk.objects.exclude(name__in=names).order_by("name").values_list("name", flat=True)
+    )
+    return result
+
+
+def enable_control_inbound(client: PbxClient, names: list[str]) -> tuple[list[str], list[str]]:
+    """Turn on Control Inbound Call and Call Status for these trunks (pbx-api.md §12.4).
+    Returns (enabled, not found on the PBX)."""
+    ids = {str(item.get("name") or "").strip(): item.get("id") for item in client.trunk_list()}
+    found = [name for name in names if isinstance(ids.get(name), int)]
+    missing = [name for name in names if name not in found]
+    if found:
+        client.update_trunk_monitor(
+            [
+                {
+                    "trunk_id": ids[name],
+                    "name": name,
+                    "enb_call_status": 1,  # 30011 for the trunk: callers hanging up, outcomes
+                    "enb_control_inbound_call": 1,
+                }
+                for name in found
+            ]
+        )
+    return found, missing
+
+
+def _today() -> tuple[datetime, datetime]:
+    start = timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
+    return start, start + timedelta(days=1)
 
 
 @admin.register(Trunk)
 class TrunkAdmin(admin.ModelAdmin):
-    list_display = ("name", "label", "screening_enabled", "operator_group", "auto_created")
-    list_editable = ("label", "screening_enabled")
-    list_filter = ("screening_enabled", "auto_created")
+    list_display = (
+        "name",
+        "label",
+        "screening_enabled",
+        "fallback_policy",
+        "operator_group",
+        "offered_today",
+        "accepted_today",
+        "refused_today",
+        "expired_today",
+        "auto_created",
+    )
+    list_editable = ("label", "screening_enabled", "fallback_policy")
+    list_filter = ("screening_enabled", "fallback_policy", "auto_created")
+    list_select_related = ("operator_group",)
     search_fields = ("name", "label")
+    actions = ("sync_from_pbx", "turn_on_control_inbound")
+    fieldsets = (
+        (None, {"fields": ("name", "label", "screening_enabled", "operator_group")}),
+        ("When no operator is online", {"fields": ("fallback_policy",)}),
+        (
+            "Numbering (for screening rules)",
+            {"fields": ("country_code", "national_prefix", "international_prefix")},
+        ),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Trunk]:
+        # Today's counts in the same query as the list: one join, conditional counts, no N+1.
+        start, end = _today()
+        today = Q(calls__received_at__gte=start, calls__received_at__lt=end)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                n_offered=Count("calls", filter=today),
+                n_accepted=Count("calls", filter=today & Q(calls__status=CallStatus.ACCEPTED)),
+                n_refused=Count("calls", filter=today & Q(calls__status=CallStatus.REFUSED)),
+                n_expired=Count("calls", filter=today & Q(calls__status=CallStatus.EXPIRED)),
+            )
+        )
+
+    @admin.display(description="Offered today", ordering="n_offered")
+    def offered_today(self, trunk: Trunk) -> int:
+        return trunk.n_offered  # type: ignore[attr-defined]
+
+    @admin.display(description="Accepted", ordering="n_accepted")
+    def accepted_today(self, trunk: Trunk) -> int:
+        return trunk.n_accepted  # type: ignore[attr-defined]
+
+    @admin.display(description="Refused", ordering="n_refused")
+    def refused_today(self, trunk: Trunk) -> int:
+        return trunk.n_refused  # type: ignore[attr-defined]
+
+    @admin.display(description="Expired", ordering="n_expired")
+    def expired_today(self, trunk: Trunk) -> int:
+        return trunk.n_expired  # type: ignore[attr-defined]
+
+    def get_urls(self) -> list[Any]:
+        # Also a button above the list: actions need a selection, and a new install has no rows.
+        sync = path(
+            "sync/",
+            self.admin_site.admin_view(self.sync_view),
+            name="screening_trunk_sync",
+        )
+        return [sync, *super().get_urls()]
+
+    def sync_view(self, request: HttpRequest) -> HttpResponseRedirect:
+        if request.method == "POST" and self.has_add_permission(request):
+            self._sync(request)
+        return HttpResponseRedirect(reverse("admin:screening_trunk_changelist"))
+
+    @admin.action(description="Sync trunks from PBX", permissions=("add",))
+    def sync_from_pbx(self, request: HttpRequest, queryset: QuerySet[Trunk]) -> None:
+        self._sync(request)  # the selection does not matter: every PBX trunk is synced
+
+    def _sync(self, request: HttpRequest) -> None:
+        try:
+            result = sync_trunks(PbxClient.from_settings())
+        except PBX_PROBLEMS as exc:
+            self.message_user(request, f"Could not read the PBX's trunks: {exc}", messages.ERROR)
+            return
+        self.message_user(
+            request,
+            f"Synced from the PBX: {len(result.created)} created, {len(result.updated)} updated, "
+            f"{len(result.unchanged)} unchanged.",
+            messages.SUCCESS,
+        )
+        if result.not_on_pbx:
+            self.message_user(
+                request,
+                f"Not on the PBX (kept, for their call history): {', '.join(result.not_on_pbx)}",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Turn on Control Inbound Call on the PBX", permissions=("change",))
+    def turn_on_control_inbound(self, request: HttpRequest, queryset: QuerySet[Trunk]) -> None:
+        names = list(queryset.order_by("name").values_list("name", flat=True))
+        try:
+            enabled, missing = enable_control_inbound(PbxClient.from_settings(), names)
+        except PBX_PROBLEMS as exc:
+            self.message_user(request, f"The PBX did not take the change: {exc}", messages.ERROR)
+            return
+        if enabled:
+            self.message_user(
+                request,
+                f"Control Inbound Call and Call Status turned on for: {', '.join(enabled)}",
+                messages.SUCCESS,
+            )
+        if missing:
+            self.message_user(
+                request, f"Not found on the PBX: {', '.join(missing)}", messages.WARNING
+            )
+
+
+@admin.register(Rule)
+class RuleAdmin(admin.ModelAdmin):
+    list_display = (
+        "pattern",
+        "match",
+        "normalised",
+        "trunk",
+        "action",
+        "enabled",
+        "expires_at",
+        "hit_count",
+        "last_hit_at",
+        "note",
+    )
+    list_filter = ("action", "match", "enabled", "trunk")
+    list_select_related = ("trunk",)
+    search_fields = ("pattern", "normalised", "note")
+    readonly_fields = ("normalised", "hit_count", "last_hit_at", "created_by", "created_at")
+    fields = (
+        "pattern",
+        "match",
+        "trunk",
+        "action",
+        "expires_at",
+        "enabled",
+        "note",
+        *readonly_fields,
+    )
+
+    def save_model(self, request: HttpRequest, obj: Rule, form: Any, change: bool) -> None:
+        if not change and request.user.is_authenticated:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

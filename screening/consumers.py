@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AbstractBaseUser
 
-from screening import link, push
+from screening import link, presence, push
 from screening.access import streams_for, visible_trunks
+from screening.fastlayer import PushConsumerMixin
 from screening.models import OPEN_STATUSES, Call
 from screening.presenters import call_payload
 
@@ -40,9 +42,12 @@ def build_snapshot(user: AbstractBaseUser, streams: list[str]) -> str:
     return json.dumps(body, separators=(",", ":"), default=str)
 
 
-class OperatorConsumer(AsyncWebsocketConsumer):
+class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
+    # Pushes only forward pre-encoded text: no close_old_connections thread hop per push.
+    orm_free_handlers = frozenset({push.PUSH_HANDLER})
     user: AbstractBaseUser
     streams: list[str]
+    presence_at: float = 0.0  # monotonic time of the last presence write
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -58,11 +63,15 @@ class OperatorConsumer(AsyncWebsocketConsumer):
         for stream in self.streams:
             await self.channel_layer.group_add(stream, self.channel_name)
         await self.accept()
+        await database_sync_to_async(presence.join)(user, self.channel_name)
+        self.presence_at = time.monotonic()
         await self.send_snapshot()
 
     async def disconnect(self, code: int) -> None:
         for stream in getattr(self, "streams", []):
             await self.channel_layer.group_discard(stream, self.channel_name)
+        if self.presence_at:
+            await database_sync_to_async(presence.leave)(self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         message = _parse_client_message(text_data)
@@ -70,12 +79,13 @@ class OperatorConsumer(AsyncWebsocketConsumer):
         if kind == "snapshot":
             await self.send_snapshot()
         elif kind == "ping":
+            await self._refresh_presence()
             t = message.get("t") if message else None
             await self.send(
                 text_data=json.dumps(
                     {
                         "type": "pong",
-                        "t": t if isinstance(t, int | float) else None,
+                        "t": _client_time(t),
                         "server_time": push.now_ms(),
                     }
                 )
@@ -83,12 +93,26 @@ class OperatorConsumer(AsyncWebsocketConsumer):
         else:
             await self.send(text_data=json.dumps({"type": "error", "error": "unknown message"}))
 
+    async def _refresh_presence(self) -> None:
+        # Pings come every 10 s; writing every REFRESH_EVERY keeps the row well inside the TTL.
+        if time.monotonic() - self.presence_at >= presence.REFRESH_EVERY:
+            self.presence_at = time.monotonic()
+            await database_sync_to_async(presence.refresh)(self.channel_name, self.user)
+
     async def send_snapshot(self) -> None:
         snapshot = await database_sync_to_async(build_snapshot)(self.user, self.streams)
         await self.send(text_data=snapshot)
 
     async def push_message(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["text"])
+
+
+def _client_time(t: Any) -> float | int | None:
+    """Echo the browser's clock reading only if it is a plain finite number: NaN, Infinity (which
+    json.loads accepts) or a 400-digit integer would make our pong invalid JSON for the browser."""
+    if isinstance(t, bool) or not isinstance(t, int | float):
+        return None
+    return t if abs(t) < 1e16 and t == t else None
 
 
 def _parse_client_message(text: str | None) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ from datetime import datetime
 from django.utils import timezone
 
 from screening import actions
-from screening.models import CallStatus, DecidedBy, Decision
+from screening.models import CallStatus
 from screening.pbx.events import CallDetailRecord, CallStateChanged, Event, IncomingCall
 from screening.runtime import run_blocking, schedule_expiry, spawn
 
@@ -25,14 +25,9 @@ async def handle_event(event: Event, *, via: str, received_at: datetime | None =
         received_at = received_at or timezone.now()
         received = await run_blocking(actions.receive_call, event, via=via, received_at=received_at)
         call = received.call
-        if received.accept_now:
-            # Screening is off for this trunk: route the call at once, without holding up intake.
-            spawn(
-                run_blocking(
-                    actions.decide, call.pk, Decision.ACCEPT, by_kind=DecidedBy.TRUNK_POLICY
-                ),
-                f"policy-{call.pk}",
-            )
+        if received.auto_decision is not None:
+            # A rule or a policy decided (and claimed) the call: send it without holding up intake.
+            spawn(run_blocking(actions.send_claimed, call.pk), f"auto-{call.pk}")
         elif received.created and call.status == CallStatus.PENDING:
             schedule_expiry(call.pk, call.deadline)
     elif isinstance(event, CallStateChanged):

@@ -43,12 +43,39 @@ def set_state(state: str, detail: str = "") -> dict[str, Any]:
     return value
 
 
-def touch() -> None:
-    """Refresh the timestamp without changing the state (the listener's heartbeat)."""
+def touch(state: str = UP) -> None:
+    """Refresh the timestamp without changing the state (the listener's heartbeat).
+
+    If the cache lost the state (Redis restarted), record ``state`` again: otherwise every web
+    process would show "listener has not reported" while the link is in fact up.
+    """
     value = cache.get(KEY)
-    if value:
-        value["updated"] = time.time()
-        cache.set(KEY, value, timeout=None)
+    if not value:
+        set_state(state)
+        return
+    value["updated"] = time.time()
+    cache.set(KEY, value, timeout=None)
+
+
+_announced_stale: set[float] = set()  # `since` of the stale episodes this process announced
+
+
+def announce_if_stale() -> bool:
+    """Push the banner when the listener stopped reporting: a dead listener cannot say so itself.
+
+    Run by every process's sweeper; each announces one staleness episode once.
+    """
+    value = cache.get(KEY)
+    if not value or value.get("state") not in {UP, CONNECTING}:
+        return False
+    if time.time() - value.get("updated", 0) <= _stale_after():
+        return False
+    episode = float(value.get("updated", 0))
+    if episode in _announced_stale:
+        return False
+    _announced_stale.add(episode)
+    push.publish("link", {"link": get_state()})
+    return True
 
 
 def get_state() -> dict[str, Any]:

@@ -11,6 +11,12 @@ from django.db import models
 from django.utils import timezone
 
 
+class FallbackPolicy(models.TextChoices):
+    WINDOW = "window", "Leave it to the PBX window"
+    ACCEPT = "accept", "Accept at once"
+    REFUSE = "refuse", "Refuse at once"
+
+
 class Trunk(models.Model):
     """A PBX trunk, matched by the name the PBX puts in ``trunk_name``."""
 
@@ -30,6 +36,26 @@ class Trunk(models.Model):
         related_name="+",
         help_text="Only members of this group see and decide its calls (blank: all operators).",
     )
+    fallback_policy = models.CharField(
+        max_length=8,
+        choices=FallbackPolicy.choices,
+        default=FallbackPolicy.WINDOW,
+        help_text=(
+            "What happens to a call when no operator who may decide it (of the operator group, "
+            "or any operator without a group) is online."
+        ),
+    )
+    country_code = models.CharField(
+        max_length=4,
+        default="44",
+        help_text="Used to read national numbers (020… → 4420…) when matching screening rules.",
+    )
+    national_prefix = models.CharField(
+        max_length=4, blank=True, default="0", help_text="Trunk prefix of national numbers"
+    )
+    international_prefix = models.CharField(
+        max_length=4, blank=True, default="00", help_text="Prefix of international numbers"
+    )
     auto_created = models.BooleanField(
         default=False,
         editable=False,
@@ -42,6 +68,12 @@ class Trunk(models.Model):
 
     def __str__(self) -> str:
         return self.display_name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        # This trunk's rules read national numbers with its numbering: keep them in step.
+        for rule in self.rules.all():
+            rule.save(update_fields=["normalised"])
 
     @property
     def display_name(self) -> str:
@@ -71,8 +103,102 @@ class DecidedBy(models.TextChoices):
     OPERATOR = "operator", "Operator"
     TRUNK_POLICY = "trunk_policy", "Trunk policy"
     RULE = "rule", "Screening rule"
+    FALLBACK = "fallback", "No operator online"
     PBX_TIMEOUT = "pbx_timeout", "PBX (window passed)"
     CALLER = "caller", "Caller hung up"
+
+
+class RuleMatch(models.TextChoices):
+    EXACT = "exact", "Exact number"
+    PREFIX = "prefix", "Number starts with"
+
+
+RULE_PRECEDENCE_HELP = (
+    "Numbers are compared in international form: +44 20…, 0044 20… and 020… (read with the "
+    "trunk's country code) are all 4420…. When several rules match, the most specific wins: an "
+    "exact rule beats a prefix rule, a longer prefix beats a shorter one, a rule for the call's "
+    "trunk beats a rule for all trunks, and on a tie refuse wins. Expired or disabled rules are "
+    "ignored; withheld numbers never match."
+)
+
+
+class Rule(models.Model):
+    """A screening rule: decides matching calls at once, before any operator sees them."""
+
+    pattern = models.CharField(
+        max_length=64,
+        help_text="The caller's number or the start of it, as you like to type it "
+        "(+44 20 7946 0123, 0044 20…, 020…). " + RULE_PRECEDENCE_HELP,
+    )
+    # Filled on save from ``pattern`` (screening.rules.normalise); lookups use only this.
+    normalised = models.CharField(max_length=64, editable=False)
+    match = models.CharField(max_length=8, choices=RuleMatch.choices, default=RuleMatch.EXACT)
+    trunk = models.ForeignKey(
+        Trunk,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="rules",
+        help_text="Blank: all trunks. National numbers in the pattern are read with this "
+        "trunk's country code (44 for all trunks).",
+    )
+    action = models.CharField(max_length=8, choices=Decision.choices)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Blank: never. An expired rule is ignored."
+    )
+    enabled = models.BooleanField(default=True)
+    note = models.CharField(max_length=256, blank=True)
+    hit_count = models.PositiveIntegerField(default=0, editable=False)
+    last_hit_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ("normalised", "match", "id")
+        indexes: ClassVar[list[Any]] = [
+            # A call looks up its number and all its prefixes in one IN query.
+            models.Index(fields=("normalised", "enabled"), name="rule_lookup"),
+        ]
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        from screening.rules import normalise_pattern  # rules imports models
+
+        self.normalised = normalise_pattern(self.pattern, self.trunk)
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from screening.rules import normalise_pattern
+
+        if not normalise_pattern(self.pattern, self.trunk if self.trunk_id else None):
+            raise ValidationError({"pattern": "Type at least one digit after any prefix."})
+
+    def describe(self) -> str:
+        """How the audit names the rule (kept in the audit row even after the rule is deleted)."""
+        what = "=" if self.match == RuleMatch.EXACT else "starts with"
+        where = f" on {self.trunk.name}" if self.trunk_id and self.trunk else ""
+        note = f" ({self.note})" if self.note else ""
+        action = self.get_action_display().lower()
+        return f"rule #{self.pk}: {action} caller {what} {self.pattern}{where}{note}"
+
+
+class PbxOutcome(models.TextChoices):
+    ROUTED = "routed", "Routed to an extension"
+    ANSWERED = "answered", "Answered"
+    DROPPED = "dropped", "Dropped by the PBX"
+    CALLER_HUNG_UP = "caller_hung_up", "Caller hung up"
+    NO_ANSWER = "no_answer", "Not answered"
 
 
 class Call(models.Model):
@@ -103,6 +229,14 @@ class Call(models.Model):
     pbx_errcode = models.IntegerField(null=True, blank=True)
     pbx_errmsg = models.CharField(max_length=256, blank=True)
     pbx_round_trip_ms = models.FloatField(null=True, blank=True)
+    # The rule that decided the call; the audit row also names it, so deleting it loses nothing.
+    rule = models.ForeignKey(
+        Rule, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls"
+    )
+    # What the PBX reported it did (30011/30012), and whether that contradicts our record.
+    pbx_outcome = models.CharField(max_length=16, choices=PbxOutcome.choices, blank=True)
+    pbx_outcome_at = models.DateTimeField(null=True, blank=True)
+    outcome_mismatch = models.BooleanField(default=False, db_index=True)
     # The caller's history as it stood when the call arrived, so pushes and snapshots need no
     # per-call queries.
     history = models.JSONField(default=dict, blank=True)
@@ -152,6 +286,7 @@ class AuditKind(models.TextChoices):
     FAILED = "failed", "Failed"
     PBX_STATE = "pbx_state", "PBX call state"
     PBX_CDR = "pbx_cdr", "PBX call record"
+    MISMATCH = "mismatch", "PBX outcome contradicts our record"
 
 
 class AuditQuerySet(models.QuerySet["AuditEvent"]):
@@ -190,3 +325,74 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise TypeError("The audit trail is append-only")
+
+
+class Presence(models.Model):
+    """One connected operator socket; shared across processes through the database.
+
+    Online means ``last_seen`` within ``screening.presence.PRESENCE_TTL``: a killed process leaves
+    rows that simply stop counting.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="presences"
+    )
+    channel_name = models.CharField(max_length=256, unique=True)
+    process = models.CharField(max_length=128, help_text="hostname:pid")
+    connected_at = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.user_id} on {self.process}"
+
+
+class StatsHour(models.Model):
+    """One hour (UTC) the statistics roll-up has looked at (screening.reports.rollup).
+
+    ``complete``: every call received in the hour had finished when it was rolled up, so its
+    ``StatsRollup`` rows are final and the statistics read them instead of the calls. An hour that
+    still held an open call is recorded incomplete (no rows) and looked at again on the next run.
+    Empty hours are recorded too, so the statistics know there is nothing to count live.
+    """
+
+    hour = models.DateTimeField(unique=True)
+    complete = models.BooleanField(default=False)
+    calls = models.PositiveIntegerField(default=0)
+    rolled_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("hour",)
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} UTC ({'complete' if self.complete else 'open'})"
+
+
+class StatsRollup(models.Model):
+    """The statistics' counts for one closed hour (UTC), trunk and deciding user.
+
+    The count columns are exactly the conditional counts ``screening.reports.stats`` takes from
+    the call table; ``decision_ms`` lists the operator decision times (received → claimed) of
+    these calls, rounded to the millisecond and sorted (a 1-ms histogram in its sparse form).
+    """
+
+    hour = models.DateTimeField(db_index=True)
+    trunk = models.ForeignKey(Trunk, on_delete=models.CASCADE, related_name="+")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    offered = models.PositiveIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+    refused = models.PositiveIntegerField(default=0)
+    expired = models.PositiveIntegerField(default=0)
+    gone = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    auto = models.PositiveIntegerField(default=0)
+    op_n = models.PositiveIntegerField(default=0)
+    op_accepted = models.PositiveIntegerField(default=0)
+    op_refused = models.PositiveIntegerField(default=0)
+    op_failed = models.PositiveIntegerField(default=0)
+    op_close = models.PositiveIntegerField(default=0)
+    decision_ms = models.JSONField(default=list, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} UTC trunk {self.trunk_id} user {self.decided_by_id}"

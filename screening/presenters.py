@@ -47,6 +47,8 @@ def call_payload(call: Call) -> dict[str, Any]:
         "pbx_errcode": call.pbx_errcode,
         "pbx_errmsg": call.pbx_errmsg,
         "pbx_round_trip_ms": call.pbx_round_trip_ms,
+        "pbx_outcome": call.pbx_outcome,
+        "outcome_mismatch": call.outcome_mismatch,
         "history": call.history,
     }
 

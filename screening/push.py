@@ -43,6 +43,13 @@ def _seq_key(stream: str) -> str:
     return f"push-seq:{stream}"
 
 
+def _seq_start() -> int:
+    # A counter lost with the cache (Redis restarted) must not start again below the numbers
+    # browsers already hold, or they would take new pushes for stale ones and never resync.
+    # Starting at the clock in ms stays above them while pushes average under 1000 a second.
+    return now_ms()
+
+
 def next_seq(stream: str) -> int:
     """A sequence number shared by every process (the cache is Redis in the scale-out setup)."""
     key = _seq_key(stream)
@@ -50,12 +57,16 @@ def next_seq(stream: str) -> int:
         try:
             return cache.incr(key)
         except ValueError:
-            cache.add(key, 0, timeout=None)
+            cache.add(key, _seq_start(), timeout=None)
             return cache.incr(key)
 
 
 def current_seq(stream: str) -> int:
-    value = cache.get(_seq_key(stream))
+    key = _seq_key(stream)
+    value = cache.get(key)
+    if value is None:
+        cache.add(key, _seq_start(), timeout=None)  # so the next push follows on without a gap
+        value = cache.get(key)
     return int(value) if value is not None else 0
 
 

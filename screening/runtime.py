@@ -66,13 +66,20 @@ def schedule_expiry(call_pk: int, deadline: datetime) -> None:
 
 async def sweep_forever(interval: float = 1.0) -> None:
     """Catch calls whose timer or deciding process died. Cheap: one indexed query per tick."""
-    from screening import actions
+    from screening import actions, link
+    from screening.reports import rollup
 
     while True:
         try:
             await run_blocking(actions.sweep)
+            await run_blocking(link.announce_if_stale)
         except Exception:
             log.exception("sweep failed")
+        if rollup.due():  # every few minutes: closed hours for the statistics
+            try:
+                await run_blocking(rollup.run_if_due)
+            except Exception:
+                log.exception("statistics roll-up failed")
         await asyncio.sleep(interval)
 
 

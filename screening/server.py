@@ -7,6 +7,7 @@ cannot run the listener beside the server: it must run inside it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -36,11 +37,16 @@ def make_listener() -> PbxListener:
 
 
 def listener_wanted() -> bool:
-    return bool(settings.PBX_BASE_URL) and settings.PBX_EVENTS == "websocket"
+    # PBX_LISTENER=off: a web process of the scale-out setup, where `pbx_listen` is the listener.
+    return (
+        settings.PBX_LISTENER and bool(settings.PBX_BASE_URL) and settings.PBX_EVENTS == "websocket"
+    )
 
 
-async def close_listener(listener: PbxListener) -> None:
+async def close_listener(listener: PbxListener, *, revoke_token: bool = True) -> None:
     await listener.stop()
+    if not revoke_token:
+        return
     try:
         await runtime.run_blocking(listener.client.del_token)  # frees one of the PBX's 8 slots
     except Exception as exc:
@@ -67,6 +73,11 @@ def run(
     async def start() -> None:
         nonlocal listener
         push.register_loop(asyncio.get_running_loop())
+        # What is loaded by now (Django, apps, models) lives as long as the process: frozen, it is
+        # not rescanned by the full collections that hundreds of sockets' objects trigger (one
+        # such pass stalled a 500-operator broadcast for ~0.4 s; README "Performance").
+        gc.collect()
+        gc.freeze()
         runtime.ensure_sweeper()
         if before is not None:
             await before()
@@ -99,4 +110,8 @@ def run(
         ready_callable=ready,
         verbosity=verbosity,
         action_logger=None,
+        # Behind nginx the peer is always the proxy; the login throttle needs the browser's address.
+        proxy_forwarded_address_header="X-Forwarded-For" if settings.PROXY_HEADERS else None,
+        proxy_forwarded_port_header="X-Forwarded-Port" if settings.PROXY_HEADERS else None,
+        proxy_forwarded_proto_header="X-Forwarded-Proto" if settings.PROXY_HEADERS else None,
     ).run()

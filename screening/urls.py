@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
 
 from screening import views
 
@@ -9,4 +9,6 @@ urlpatterns = [
     path("calls/<int:pk>/<str:action>", views.decide, name="decide"),
     path("pbx/webhook", views.webhook, name="webhook"),
     path("healthz", views.healthz, name="healthz"),
+    # Supervisors: audit log, call timelines, CSV export, statistics, live view.
+    path("", include("screening.reports.urls")),
 ]

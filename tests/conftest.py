@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +11,35 @@ import pytest
 from django.core.cache import cache
 
 from screening.pbx.simulator import SimulatorThread
+from tests.cluster import Cluster, require_scaleout, start_cluster
 from tests.live import LiveServer, start_server
 
 # Integration tests shorten the PBX's 10-s window (both sides agree on it) to keep the suite fast.
 TEST_WINDOW = 3.0
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under CI a configured but unreachable PostgreSQL or Redis fails the run, never skips."""
+    if os.environ.get("CI", "").lower() != "true":
+        return
+    problems = []
+    if os.environ.get("REDIS_URL"):
+        import redis
+
+        try:
+            redis.Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=3).ping()
+        except redis.RedisError as exc:
+            problems.append(f"Redis at {os.environ['REDIS_URL']}: {exc}")
+    if os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        import psycopg
+
+        url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+        try:
+            psycopg.connect(url, connect_timeout=3).close()
+        except psycopg.Error as exc:
+            problems.append(f"PostgreSQL at {url}: {exc}")
+    if problems:
+        pytest.exit("CI=true and a required service is down: " + "; ".join(problems), returncode=1)
 
 
 @pytest.fixture(autouse=True)
@@ -80,3 +106,12 @@ def live_factory(transactional_db: None, tmp_path: Path) -> Iterator[LiveFactory
 @pytest.fixture
 def live(live_factory: LiveFactory) -> Live:
     return live_factory()
+
+
+@pytest.fixture
+def cluster(transactional_db: None, tmp_path: Path) -> Iterator[Cluster]:
+    """Two `serve` processes (listener off) + one `pbx_listen` on PostgreSQL + Redis."""
+    require_scaleout()
+    started = start_cluster(tmp_path)
+    yield started
+    started.stop()

@@ -149,7 +149,15 @@ def test_calls_and_audit_are_read_only_in_admin() -> None:
     trunk = Trunk.objects.get(name="peer-to-41")
     changed = web.post(
         f"/admin/screening/trunk/{trunk.pk}/change/",
-        {"name": trunk.name, "label": "Main line", "screening_enabled": ""},
+        {
+            "name": trunk.name,
+            "label": "Main line",
+            "screening_enabled": "",
+            "fallback_policy": "window",
+            "country_code": "44",
+            "national_prefix": "0",
+            "international_prefix": "00",
+        },
     )
     assert changed.status_code == 302
     trunk.refresh_from_db()

@@ -485,6 +485,23 @@ def test_fault_knobs(pbx_sim: SimulatorThread) -> None:
     assert requests.post(faults, json={"error_rate": 2}, timeout=5).status_code == 400
 
 
+def test_ignore_refuse_fault_answers_success_but_routes_the_call() -> None:
+    with SimulatorThread(call_rate=0.0, answer_probability=1.0, **FAST_CALLS) as sim:
+        api = Api(sim)
+        token = api.token()
+        assert sim.set_faults(ignore_refuse=True)["ignore_refuse"] is True
+        offered = sim.inject()
+        answer = api.post("call/refuse_inbound", token, {"channel_id": offered["channel_id"]})
+        assert (answer["errcode"], answer["call_id"]) == (0, offered["call_id"])
+        assert sim.call(offered["call_id"])["outcome"] == "accepted"  # what the PBX really did
+        wait_for(lambda: sim.call(offered["call_id"])["answered_at"] is not None)
+
+        sim.set_faults(ignore_refuse=False)
+        second = sim.inject()
+        api.post("call/refuse_inbound", token, {"channel_id": second["channel_id"]})
+        assert sim.call(second["call_id"])["outcome"] == "refused"
+
+
 def test_control_api_validation_log_and_listing(pbx_sim: SimulatorThread) -> None:
     base = f"{pbx_sim.base_url}/_sim"
     bad = requests.post(f"{base}/calls", data="{not json", timeout=5)

@@ -32,6 +32,8 @@ from screening.runtime import run_blocking
 log = logging.getLogger("screening.pbx.listener")
 
 TOPICS = (30016, 30011, 30012)
+# Calls whose events are handled at once (each holds a worker-pool thread while it runs).
+MAX_CONCURRENT_EVENTS = 16
 Handler = Callable[[Event, datetime], Awaitable[None]]  # (event, when its frame arrived)
 
 
@@ -95,6 +97,11 @@ class PbxListener:
                     ValueError,
                 ) as exc:
                     reason = _describe(exc)
+                except Exception as exc:
+                    # e.g. Redis restarting under the shared token cache: the listener is the only
+                    # way calls get screened, so it must outlive any one failure and retry.
+                    log.exception("PBX listener: unexpected failure; reconnecting")
+                    reason = _describe(exc)
                 self.connected.clear()
                 if self._stopping.is_set():
                     break
@@ -114,7 +121,11 @@ class PbxListener:
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     async def _set_state(self, state: str, detail: str = "") -> None:
-        await run_blocking(link.set_state, state, detail)
+        try:
+            await run_blocking(link.set_state, state, detail)
+        except Exception as exc:
+            # The link state is advisory (banner, /healthz): a cache outage must not cut the link.
+            log.warning("could not record the PBX link state %r: %s", state, exc)
 
     # --- one connection -------------------------------------------------------------------
 
@@ -215,7 +226,7 @@ class PbxListener:
             if unanswered_since is not None:
                 if self._last_answer >= unanswered_since:
                     unanswered_since = None
-                    await run_blocking(link.touch)
+                    await self._touch()
                 elif now - unanswered_since >= self.heartbeat_timeout:
                     raise LinkDead(f"no heartbeat response within {self.heartbeat_timeout:g} s")
             if now - last_sent >= self.heartbeat:
@@ -224,16 +235,45 @@ class PbxListener:
                 if unanswered_since is None:
                     unanswered_since = now
 
+    async def _touch(self) -> None:
+        try:
+            await run_blocking(link.touch, link.UP)
+        except Exception as exc:
+            log.warning("could not refresh the PBX link state: %s", exc)
+
     async def _work(self, queue: asyncio.Queue[tuple[Event, datetime]]) -> None:
+        # Pipelined: events of one call are handled in arrival order (its 30011/30012 never
+        # overtake its 30016), different calls concurrently in the worker pool, so a burst of
+        # N calls no longer queues each call's database work behind all the others.
+        tails: dict[str, asyncio.Task[None]] = {}
+        lanes = asyncio.Semaphore(MAX_CONCURRENT_EVENTS)
         while True:
             event, arrived = await queue.get()
-            try:
+            key = str(getattr(event, "call_id", "") or "")  # no call id: one shared lane
+            task = asyncio.create_task(
+                self._handle(event, arrived, tails.get(key), queue, lanes), name=f"pbx-event-{key}"
+            )
+            tails[key] = task
+            task.add_done_callback(lambda t, key=key: tails.get(key) is t and tails.pop(key))
+
+    async def _handle(
+        self,
+        event: Event,
+        arrived: datetime,
+        previous: asyncio.Task[None] | None,
+        queue: asyncio.Queue[tuple[Event, datetime]],
+        lanes: asyncio.Semaphore,
+    ) -> None:
+        try:
+            if previous is not None:
+                await asyncio.wait([previous])  # its outcome is its own; only the order matters
+            async with lanes:
                 await self.handler(event, arrived)
-            except Exception:
-                # One bad event must not stop the link; the audit keeps what was recorded.
-                log.exception("handling PBX event %s failed", type(event).__name__)
-            finally:
-                queue.task_done()
+        except Exception:
+            # One bad event must not stop the link; the audit keeps what was recorded.
+            log.exception("handling PBX event %s failed", type(event).__name__)
+        finally:
+            queue.task_done()
 
 
 async def _drain(queue: asyncio.Queue[tuple[Event, datetime]], worker: asyncio.Task[None]) -> None:

@@ -49,6 +49,9 @@ class Faults:
     idle_timeout: float = 60.0
     refuse_websocket: bool = False
     webhook_duplicate: bool = False
+    # A misbehaving PBX: answers SUCCESS to refuse_inbound but routes the call anyway (for
+    # outcome-confirmation tests: 30011/30012 then contradict our "refused").
+    ignore_refuse: bool = False
 
     def merge(self, changes: dict[str, Any]) -> None:
         """Validate every change first so a bad request leaves the knobs untouched."""
@@ -106,7 +109,8 @@ class ControlApi:
         return web.json_response(reply, status=201)
 
     async def calls(self, _request: web.Request) -> web.Response:
-        return web.json_response({"calls": [c.as_dict() for c in self.sim.book.calls.values()]})
+        calls = [self.sim.call_info(call_id) for call_id in list(self.sim.book.calls)]
+        return web.json_response({"calls": calls})
 
     async def call(self, request: web.Request) -> web.Response:
         info = self.sim.call_info(request.match_info["call_id"])

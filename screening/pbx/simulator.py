@@ -153,6 +153,7 @@ class PbxSimulator:
             answer_probability=answer_probability,
             hangup_probability=hangup_probability,
         )
+        self.deliveries: dict[str, int] = {}  # call_id -> sockets its 30016 was written to
         self._tokens: dict[str, Token] = {}  # by access token
         self._refresh: dict[str, Token] = {}  # by refresh token
         self._auth_failures: dict[str, int] = {}
@@ -416,7 +417,7 @@ class PbxSimulator:
         call = self._pending_call(params)
         if isinstance(call, dict):
             return call
-        self.book.decide(call, REFUSED)
+        self.book.decide(call, ACCEPTED if self.faults.ignore_refuse else REFUSED)
         return result(0, call_id=call.call_id)
 
     def _call_query(self, _request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
@@ -477,18 +478,24 @@ class PbxSimulator:
     def _emit(self, event_type: int, msg: dict[str, Any]) -> dict[str, Any]:
         frame = envelope(event_type, self.serial, msg)
         text = json.dumps(frame, separators=(",", ":"))
+        # Which calls actually reached a subscriber: the soak's invariants only hold pbxscreen to
+        # calls it was told about (the others the PBX routed unscreened while the link was down).
+        call_id = msg.get("call_id") if event_type == 30016 else None
         for ws, topics in list(self._sockets.items()):
             if event_type in topics and not ws.closed:
-                self._spawn(self._send_quietly(ws, text))
+                self._spawn(self._send_quietly(ws, text, call_id))
         if self.webhook_url and self._webhook_queue is not None:
             for _ in range(2 if self.faults.webhook_duplicate else 1):
                 self._webhook_queue.put_nowait(text.encode())
         return frame
 
-    @staticmethod
-    async def _send_quietly(ws: web.WebSocketResponse, text: str) -> None:
+    async def _send_quietly(
+        self, ws: web.WebSocketResponse, text: str, call_id: str | None = None
+    ) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await ws.send_str(text)
+            if call_id is not None:
+                self.deliveries[call_id] = self.deliveries.get(call_id, 0) + 1
 
     async def _deliver_webhooks(self) -> None:
         """One ordered delivery queue, like a single push worker on the PBX."""
@@ -595,7 +602,9 @@ class PbxSimulator:
 
     def call_info(self, call_id: str) -> dict[str, Any] | None:
         call = self.book.calls.get(call_id)
-        return call.as_dict() if call else None
+        if call is None:
+            return None
+        return {**call.as_dict(), "delivered": self.deliveries.get(call_id, 0)}
 
     def log_entries(self, endpoint: str | None = None, since: int = 0) -> list[dict[str, Any]]:
         return [e for e in self._log if e["seq"] > since and endpoint in (None, e["endpoint"])]

@@ -17,8 +17,9 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from screening import server
 from screening.management.commands.setup_roles import setup_roles
-from screening.models import Trunk
+from screening.models import Call, Trunk
 from screening.pbx.simulator import PbxSimulator
+from screening.reports.seed import seed_history
 
 DEMO_USERS = (
     # username, full name, group (None = superuser)
@@ -27,6 +28,7 @@ DEMO_USERS = (
     ("sam", "Sam Supervisor", "Supervisors"),
     ("admin", "Site Admin", None),
 )
+DEMO_HISTORY_CALLS = 2000
 DEMO_TRUNKS = (
     ("peer-to-41", "Main line"),
     ("register-bt", "Sales (BT)"),
@@ -54,6 +56,10 @@ class Command(BaseCommand):
         passwords = self._demo_users()
         for name, label in DEMO_TRUNKS:
             Trunk.objects.get_or_create(name=name, defaults={"label": label})
+        if not Call.objects.exists():
+            # First run: a month of history, so the audit and statistics pages are not empty.
+            seeded = seed_history(DEMO_HISTORY_CALLS, days=30, seed=1)
+            self.stdout.write(f"Seeded {seeded.calls:,} calls of demo history.")
 
         simulator = PbxSimulator(call_rate=options["call_rate"])
         host, pbx_port = options["host"], options["pbx_port"]

@@ -36,5 +36,7 @@ class Command(BaseCommand):
         task = runtime.spawn(listener.run(), "pbx-listener")
         self.stdout.write(f"Listening to {settings.PBX_BASE_URL}")
         await stop.wait()
-        await server.close_listener(listener)
+        # The token is shared with every web process (they send the decisions): revoking it here
+        # would make each of them renew it inside a call's window. The next listener reuses it.
+        await server.close_listener(listener, revoke_token=False)
         task.cancel()
