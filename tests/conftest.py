@@ -6,9 +6,11 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
 
 from screening.pbx.simulator import SimulatorThread
 from tests.cluster import Cluster, require_scaleout, start_cluster
@@ -40,6 +42,20 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             problems.append(f"PostgreSQL at {url}: {exc}")
     if problems:
         pytest.exit("CI=true and a required service is down: " + "; ".join(problems), returncode=1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _release_test_database(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """Worker threads (run_blocking) keep PostgreSQL connections open for reuse; end them before
+    pytest-django drops the test database, or the drop fails and test databases pile up."""
+    yield
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture(autouse=True)
