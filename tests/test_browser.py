@@ -4,6 +4,7 @@ process and the PBX simulator, with two operators in two separate browser contex
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,28 @@ def test_keyboard_selection_decides_the_chosen_call(
     page.keyboard.press("a")
     expect(carol.outcome(urgent.pk)).to_contain_text("Accepted by Carol")
     assert live.sim.call(urgent.pbx_call_id)["outcome"] == "accepted"
+
+
+def test_selection_leaves_a_call_that_ran_out_of_time(
+    start_live: LiveFactory, operators: OperatorFactory
+) -> None:
+    # Window 8 s with a 5 s margin: each call can be decided for 3 s, then is "too late" for 5 s.
+    live = start_live(window=8.0, SCREEN_SAFETY_MARGIN_SECONDS="5")
+    dan = operators(live, "Dan")
+    log_in_with_cookie(dan, make_user("dan", first_name="Dan"))
+    stale = arrived(live.sim.inject("07700900011", "02079460000", "peer-to-41"))
+    expect(dan.card(stale.pk)).to_have_class(re.compile(r"\bselected\b"))
+    time.sleep(1.5)  # the second call arrives later, so it is still open when the first is not
+    fresh_sent = live.sim.inject("07700900012", "02079460000", "peer-to-41")
+    fresh = arrived(fresh_sent)
+    # The first call runs out of time while still listed; the selection moves to the one that
+    # can still be decided, so `A` acts on it rather than on nothing.
+    expect(dan.card(stale.pk).locator(".status")).to_contain_text("Too late", timeout=5000)
+    expect(dan.card(fresh.pk)).to_have_class(re.compile(r"\bselected\b"))
+    dan.page.keyboard.press("a")
+    expect(dan.outcome(fresh.pk)).to_contain_text("Accepted by Dan")
+    assert live.sim.call(fresh_sent["call_id"])["outcome"] == "accepted"
+    assert not pbx_requests(live, "call/accept_inbound", stale.channel_id)
 
 
 def test_a_call_nobody_decides_expires(start_live: LiveFactory, operators: OperatorFactory) -> None:

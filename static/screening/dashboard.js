@@ -175,10 +175,18 @@ function actionable(call) {
   return call.status === "pending" && serverNow() < call.last_useful && !state.sending.has(call.id);
 }
 
+// A/R must always hit a call that can still be decided: when the selected call runs out of time
+// or someone else takes it, the selection moves to the most urgent call still open to a decision.
 function ensureSelection(calls) {
-  if (state.selected !== null && state.calls.has(state.selected)) return;
-  const next = calls.find(actionable) || calls[0];
+  const current = state.calls.get(state.selected);
+  if (current && actionable(current)) return;
+  const next = calls.find(actionable) || current || calls[0];
   state.selected = next ? next.id : null;
+}
+
+function selectionWentStale() {
+  const current = state.calls.get(state.selected);
+  return Boolean(current && !actionable(current) && ordered().some(actionable));
 }
 
 function render() {
@@ -275,6 +283,10 @@ function renderRecent() {
 
 // The countdown runs on animation frames; it only touches the bar width and the seconds text.
 function tick() {
+  if (selectionWentStale()) {
+    render(); // render() calls tick() again with the selection moved
+    return;
+  }
   const now = serverNow();
   for (const li of pendingList.children) {
     const call = state.calls.get(Number(li.dataset.id));
