@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +18,8 @@ from django.conf import settings
 from django.db import connection
 
 from screening.pbx.simulator import SimulatorThread
-from tests.live import ROOT, LiveServer, database_url, free_port, start_server
+from screening.procs import ChildProcess, start_manage
+from tests.live import LiveServer, database_url, free_port, start_server
 
 TEST_WINDOW = 3.0
 
@@ -50,56 +48,21 @@ def require_scaleout() -> None:
 
 
 @dataclass
-class Proc:
-    """A `pbx_listen` (or any manage.py) process and its log."""
-
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def start_manage(tmp_path: Path, env: dict[str, str], *args: str) -> Proc:
-    log_path = tmp_path / f"{args[0]}-{time.monotonic_ns()}.log"
-    with log_path.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return Proc(process, log_path)
-
-
-@dataclass
 class Cluster:
     sim: SimulatorThread
     tmp_path: Path
     env: dict[str, str]
     web: list[LiveServer] = field(default_factory=list)
-    listener: Proc | None = None
+    listener: ChildProcess | None = None
 
     @property
     def urls(self) -> list[str]:
         return [server.url for server in self.web]
 
-    def start_listener(self, *, wait_up: bool = True) -> Proc:
-        self.listener = start_manage(self.tmp_path, self.env, "pbx_listen")
+    def start_listener(self, *, wait_up: bool = True) -> ChildProcess:
+        self.listener = start_manage(
+            f"pbx_listen-{time.monotonic_ns()}", ["pbx_listen"], env=self.env, log_dir=self.tmp_path
+        )
         if wait_up:
             self.wait_link("up")
         return self.listener
@@ -119,7 +82,7 @@ class Cluster:
         """Seconds until the first web process reports the link ``state``."""
         started = time.monotonic()
         while self.link_state() != state:
-            if self.listener is not None and self.listener.process.poll() is not None:
+            if self.listener is not None and not self.listener.alive():
                 raise RuntimeError(f"pbx_listen exited:\n{self.listener.log()}")
             if time.monotonic() - started > timeout:
                 raise AssertionError(f"link not {state!r} within {timeout} s")
@@ -171,7 +134,7 @@ class RedisServer:
 
     port: int
     workdir: Path
-    process: subprocess.Popen[bytes] | None = None
+    child: ChildProcess | None = None
 
     @property
     def url(self) -> str:
@@ -181,22 +144,12 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.skip("redis-server is not installed")
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        flags = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.child = ChildProcess.start(
+            "redis-server",
+            [binary, "--port", str(self.port), *flags, "--dir", str(self.workdir)],
+            env={},
+            log_path=self.workdir / f"redis-{self.port}.log",
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + 10
@@ -210,9 +163,8 @@ class RedisServer:
                 time.sleep(0.05)
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        if self.child is not None:
+            self.child.kill()
 
     def restart(self) -> float:
         """Kill (state lost, like a crash of a cache-only Redis) and start again; seconds down."""

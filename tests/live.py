@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from django.db import connection
 from django.test import Client
 
 from screening.management.commands.setup_roles import setup_roles
+from screening.procs import ChildProcess, start_manage
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,23 +42,9 @@ def database_url() -> str:
 
 
 @dataclass
-class LiveServer:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
+class LiveServer(ChildProcess):
+    url: str = ""
     env: dict[str, str] = field(default_factory=dict)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def health(self) -> dict[str, Any]:
         return requests.get(f"{self.url}/healthz", timeout=5).json()
@@ -70,21 +55,16 @@ def start_server(tmp_path: Path, env: dict[str, str], *, timeout: float = 30.0) 
     PBX is configured)."""
     port = free_port()
     full_env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1", **env}
-    log_path = tmp_path / f"server-{port}.log"
-    with log_path.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path, full_env)
+    child = start_manage(
+        f"server-{port}", ["serve", "--port", str(port)], env=full_env, log_dir=tmp_path, cwd=ROOT
+    )
+    url = f"http://127.0.0.1:{port}"
+    server = LiveServer(child.name, child.process, child.log_path, url=url, env=full_env)
     want_link = bool(env.get("PBX_BASE_URL")) and env.get("PBX_EVENTS", "websocket") == "websocket"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+        if not server.alive():
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
         try:
             health = server.health()
             if not want_link or health["pbx_link"]["state"] == "up":

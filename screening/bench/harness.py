@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import platform
 import socket
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -26,10 +24,10 @@ from django.core.management import call_command
 from django.test import Client
 
 from screening.management.commands.setup_roles import setup_roles
+from screening.procs import ChildProcess, start_manage
 
 REDIS_BENCH_URL = "redis://127.0.0.1:6379/15"
 SERVER_START_TIMEOUT_S = 30.0
-LOG_TAIL_CHARS = 4000
 
 
 def free_port() -> int:
@@ -66,28 +64,20 @@ def flush_redis(url: str) -> None:
 
 
 @dataclass
-class ServerProcess:
+class ServerProcess(ChildProcess):
     """``manage.py serve`` in a child process; its output goes to ``log_path``."""
 
-    url: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    url: str = ""
+    port: int = 0
 
     @classmethod
-    def start(cls, workdir: Path, env: dict[str, str]) -> ServerProcess:
+    def start(cls, workdir: Path, env: dict[str, str]) -> ServerProcess:  # type: ignore[override]
         port = free_port()
-        log_path = workdir / f"server-{port}.log"
-        with log_path.open("wb") as out:
-            process = subprocess.Popen(  # noqa: S603 - our own interpreter and manage.py
-                [sys.executable, "manage.py", "serve", "--port", str(port)],
-                cwd=settings.BASE_DIR,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        server = cls(f"http://127.0.0.1:{port}", port, process, log_path)
+        child = start_manage(
+            f"server-{port}", ["serve", "--port", str(port)], env=env, log_dir=workdir
+        )
+        url = f"http://127.0.0.1:{port}"
+        server = cls(child.name, child.process, child.log_path, url=url, port=port)
         try:
             server.wait_until_linked()
         except BaseException:
@@ -99,10 +89,7 @@ class ServerProcess:
         """Wait for /healthz to answer with the PBX link up (the listener has subscribed)."""
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"the server exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
+            self.check()
             try:
                 health = requests.get(f"{self.url}/healthz", timeout=2).json()
                 if health["pbx_link"]["state"] == "up":
@@ -115,20 +102,8 @@ class ServerProcess:
             f"{self.log_tail()}"
         )
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
     def log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
-        except OSError:
-            return "(no server log)"
+        return self.tail()
 
 
 def _version(package: str) -> str:

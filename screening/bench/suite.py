@@ -21,8 +21,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -43,6 +41,7 @@ from screening.bench import harness
 from screening.bench.stats import summarize
 from screening.bench.wsclients import Client, close_clients, open_clients, raise_fd_limit
 from screening.management.commands.setup_roles import setup_roles
+from screening.procs import ChildProcess
 
 PENDING, FINAL = "pending", "accepted"
 TRUNK, CALLED = "peer-to-41", "02079460000"
@@ -80,52 +79,12 @@ class SuiteConfig:
 # --- processes ------------------------------------------------------------------------------
 
 
-@dataclass
-class Proc:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @classmethod
-    def start(cls, name: str, cmd: list[str], env: dict[str, str], workdir: Path) -> Proc:
-        log_path = workdir / f"{name}.log"
-        with log_path.open("wb") as out:
-            process = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
-                cmd,
-                cwd=settings.BASE_DIR,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        return cls(name, process, log_path)
-
-    def check(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n{self.tail()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-harness.LOG_TAIL_CHARS :]
-        return "(no log)"
-
-    def rss_kb(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
+def start_proc(name: str, cmd: list[str], env: dict[str, str], workdir: Path) -> ChildProcess:
+    # Not always manage.py: the floor and plain daphne run as modules.
+    return ChildProcess.start(name, cmd, env=env, log_path=workdir / f"{name}.log")
 
 
-def _wait(what: str, ready: Any, procs: Iterable[Proc], timeout: float = 40.0) -> None:
+def _wait(what: str, ready: Any, procs: Iterable[ChildProcess], timeout: float = 40.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for proc in procs:
@@ -148,8 +107,8 @@ def _serve_has_no_listener_flag() -> bool:
 class Deployment:
     sim_url: str
     web_urls: list[str]
-    web: list[Proc]
-    others: list[Proc]
+    web: list[ChildProcess]
+    others: list[ChildProcess]
     web_command: str
 
     def stop(self) -> None:
@@ -163,7 +122,7 @@ class Deployment:
 def deploy(config: SuiteConfig, workdir: Path) -> Deployment:
     manage = [sys.executable, "manage.py"]
     sim_port = harness.free_port()
-    sim = Proc.start(
+    sim = start_proc(
         "simulator",
         [*manage, "simulate_pbx", "--port", str(sim_port), "--call-rate", "0", *SIM_ARGS],
         {},
@@ -181,15 +140,15 @@ def deploy(config: SuiteConfig, workdir: Path) -> Deployment:
             "PBX_CLIENT_SECRET": SIM_SECRET,
             "PBX_EVENTS": "websocket",
         }
-        web: list[Proc] = []
+        web: list[ChildProcess] = []
         if config.setup == "embedded":
             port = harness.free_port()
-            web.append(Proc.start("web-1", [*manage, "serve", "--port", str(port)], env, workdir))
+            web.append(start_proc("web-1", [*manage, "serve", "--port", str(port)], env, workdir))
             ports, how = [port], "manage.py serve (listener inside)"
         else:
             env["REDIS_URL"] = harness.REDIS_BENCH_URL
             harness.flush_redis(harness.REDIS_BENCH_URL)
-            procs.append(Proc.start("listener", [*manage, "pbx_listen"], env, workdir))
+            procs.append(start_proc("listener", [*manage, "pbx_listen"], env, workdir))
             ports = [harness.free_port(), harness.free_port()]
             no_listener = _serve_has_no_listener_flag()
             for i, port in enumerate(ports, 1):
@@ -198,7 +157,7 @@ def deploy(config: SuiteConfig, workdir: Path) -> Deployment:
                 else:
                     cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
                     cmd.append("pbxscreen.asgi:application")
-                web.append(Proc.start(f"web-{i}", cmd, env, workdir))
+                web.append(start_proc(f"web-{i}", cmd, env, workdir))
             how = "2 x " + (
                 "manage.py serve --no-listener" if no_listener else "daphne pbxscreen.asgi"
             )
@@ -218,9 +177,9 @@ def deploy(config: SuiteConfig, workdir: Path) -> Deployment:
         raise
 
 
-def start_floor(workdir: Path) -> tuple[Proc, str]:
+def start_floor(workdir: Path) -> tuple[ChildProcess, str]:
     port = harness.free_port()
-    floor = Proc.start(
+    floor = start_proc(
         "floor", [sys.executable, "-m", "screening.bench.floor", str(port)], {}, workdir
     )
 
@@ -603,7 +562,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
     sessions = make_sessions(config.max_operators)
     deployment = deploy(config, workdir)
-    floor: Proc | None = None
+    floor: ChildProcess | None = None
     try:
         floor_url = None
         if "push" in config.parts:

@@ -13,8 +13,6 @@ import random
 import secrets
 import socket
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +21,8 @@ from typing import Any
 import aiohttp
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from screening.procs import ChildProcess, start_manage
+
 TRUNK_NAMES = ("peer-to-41", "register-bt", "sip-gamma")
 UNSCREENED_TRUNK = "sip-gamma"  # screening off: exercises the trunk-policy path too
 
@@ -50,40 +49,33 @@ def free_port() -> int:
 class Processes:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.started: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+        self.started: list[ChildProcess] = []
 
-    def start(self, name: str, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-        log_path = self.workdir / f"{name}.log"
-        with log_path.open("wb") as out:
-            process = subprocess.Popen(  # noqa: S603 (our own manage.py)
-                [sys.executable, "manage.py", *args],
-                cwd=ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.started.append((name, process, log_path))
-        return process
+    def start(self, name: str, env: dict[str, str], *args: str) -> ChildProcess:
+        child = start_manage(name, list(args), env=env, log_dir=self.workdir)
+        self.started.append(child)
+        return child
 
     def check_alive(self) -> list[str]:
-        return [f"{name} exited with {p.returncode}" for name, p, _ in self.started if p.poll()]
+        # A clean exit (0) is not a death: only a non-zero return code is reported.
+        return [
+            f"{c.name} exited with {c.process.returncode}" for c in self.started if c.process.poll()
+        ]
 
     def stop(self) -> None:
-        for _, process, _ in reversed(self.started):
-            if process.poll() is None:
-                process.terminate()
-        for _, process, _ in self.started:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        # Signal everyone first (newest first, the web processes before the listener and the
+        # simulator), then reap: the shutdowns overlap instead of taking 10 s each in turn.
+        for child in reversed(self.started):
+            if child.alive():
+                child.process.terminate()
+        for child in self.started:
+            child.wait_or_kill()
 
     def tails(self, lines: int = 30) -> str:
         out = []
-        for name, _, path in self.started:
-            text = path.read_text(errors="replace").splitlines()[-lines:]
-            out.append(f"--- {name} ({path})\n" + "\n".join(text))
+        for child in self.started:
+            text = child.log().splitlines()[-lines:]
+            out.append(f"--- {child.name} ({child.log_path})\n" + "\n".join(text))
         return "\n".join(out)
 
 
