@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 from django.db import connection
+from django.test import Client
 
 from screening.pbx.simulator import SimulatorThread
 from tests.cluster import Cluster, require_scaleout, start_cluster
-from tests.live import LiveServer, start_server
+from tests.live import LiveServer, make_user, start_server
+from tests.reporting import History, build_history
 
 # Integration tests shorten the PBX's 10-s window (both sides agree on it) to keep the suite fast.
 TEST_WINDOW = 3.0
@@ -131,3 +133,16 @@ def cluster(transactional_db: None, tmp_path: Path) -> Iterator[Cluster]:
     started = start_cluster(tmp_path)
     yield started
     started.stop()
+
+
+# The supervisor-report tests share one hand-built history (tests/reporting.py) and a logged-in
+# supervisor; a module may override ``history`` with a bigger one.
+@pytest.fixture
+def history() -> History:
+    return build_history()
+
+
+@pytest.fixture
+def supervisor(client: Client) -> Client:
+    client.force_login(make_user("sam", group="Supervisors"))
+    return client

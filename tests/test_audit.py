@@ -12,21 +12,9 @@ from django.test import Client
 
 from screening.models import AuditEvent, AuditKind, Call, CallStatus, DecidedBy
 from screening.reports import audit
-from tests.live import make_user
-from tests.reporting import T0, History, build_history, make_call
+from tests.reporting import T0, History, make_call
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def history() -> History:
-    return build_history()
-
-
-@pytest.fixture
-def supervisor(client: Client) -> Client:
-    client.force_login(make_user("sam", group="Supervisors"))
-    return client
 
 
 def ids(history: History, *indexes: int) -> list[int]:

@@ -20,17 +20,6 @@ from tests.reporting import T0, History, build_history, make_call
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def history() -> History:
-    return build_history()
-
-
-@pytest.fixture
-def supervisor(client: Client) -> Client:
-    client.force_login(make_user("sam", group="Supervisors"))
-    return client
-
-
 def read_csv(body: bytes) -> list[dict[str, str]]:
     assert body.startswith(b"\xef\xbb\xbf"), "UTF-8 byte-order mark for Excel"
     return list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"))))

@@ -13,16 +13,11 @@ from django.test import Client
 
 from screening.reports import stats
 from tests.live import make_user
-from tests.reporting import History, build_history
+from tests.reporting import History
 
 pytestmark = pytest.mark.django_db
 
 TWO_DAYS = stats.Period(date(2026, 3, 2), date(2026, 3, 3), "day")
-
-
-@pytest.fixture
-def history() -> History:
-    return build_history()
 
 
 def counts(c: stats.Counts) -> tuple[int, ...]:

@@ -454,19 +454,27 @@ def _rolled_rows(
     return rows
 
 
+def _collect_decision_times(
+    calls: QuerySet[Call], period: Period, samples: dict[str, dict[Any, list[float]]]
+) -> None:
+    """Add each operator decision's time (received → claimed, ms) to the per-bucket,
+    per-operator and overall sample lists."""
+    decided = calls.filter(decided_by_kind=DecidedBy.OPERATOR, claimed_at__isnull=False)
+    rows = decided.order_by().values_list("received_at", "claimed_at", "decided_by_id")
+    for received, claimed, user_id in rows.iterator(chunk_size=5000):
+        value = (claimed - received) / timedelta(milliseconds=1)
+        hour = _hour(received)
+        samples["bucket"][hour.date() if period.by == "day" else hour].append(value)
+        samples["operator"][user_id].append(value)
+        samples["all"][None].append(value)
+
+
 def _merged_timings(
     live: QuerySet[Call] | None, period: Period, samples: dict[str, dict[Any, list[float]]]
 ) -> dict[str, dict[Any, Timing]]:
     """Percentiles over the rolled-up decision times plus the live hours' exact ones."""
     if live is not None:
-        decided = live.filter(decided_by_kind=DecidedBy.OPERATOR, claimed_at__isnull=False)
-        rows = decided.order_by().values_list("received_at", "claimed_at", "decided_by_id")
-        for received, claimed, user_id in rows.iterator(chunk_size=5000):
-            value = (claimed - received) / timedelta(milliseconds=1)
-            hour = _hour(received)
-            samples["bucket"][hour.date() if period.by == "day" else hour].append(value)
-            samples["operator"][user_id].append(value)
-            samples["all"][None].append(value)
+        _collect_decision_times(live, period, samples)
     return {
         name: {key: _counted_timing(values) for key, values in groups.items() if values}
         for name, groups in samples.items()
@@ -557,14 +565,7 @@ def _timings(calls: QuerySet[Call], period: Period) -> dict[str, dict[Any, Timin
         "operator": defaultdict(list),
         "all": defaultdict(list),
     }
-    decided = calls.filter(decided_by_kind=DecidedBy.OPERATOR, claimed_at__isnull=False)
-    rows = decided.order_by().values_list("received_at", "claimed_at", "decided_by_id")
-    for received, claimed, user_id in rows.iterator(chunk_size=5000):
-        value = (claimed - received) / timedelta(milliseconds=1)
-        hour = _hour(received)
-        samples["bucket"][hour.date() if period.by == "day" else hour].append(value)
-        samples["operator"][user_id].append(value)
-        samples["all"][None].append(value)
+    _collect_decision_times(calls, period, samples)
     for name, groups in samples.items():
         out[name] = {key: _timing(values) for key, values in groups.items()}
     return out
