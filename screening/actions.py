@@ -54,6 +54,26 @@ STUCK_DECISION_GRACE = timedelta(seconds=30)
 SWEEP_GRACE = timedelta(seconds=2)
 
 
+def _event(
+    call: Call,
+    kind: str,
+    message: str = "",
+    *,
+    actor: AbstractBaseUser | None = None,
+    at: datetime | None = None,
+    **detail: Any,
+) -> AuditEvent:
+    """An audit row, not yet saved (``_record`` saves several in one INSERT)."""
+    return AuditEvent(
+        call=call,
+        kind=kind,
+        message=message[:512],
+        actor=actor,
+        at=at or timezone.now(),
+        detail=detail,
+    )
+
+
 def _audit(
     call: Call,
     kind: str,
@@ -63,14 +83,40 @@ def _audit(
     at: datetime | None = None,
     **detail: Any,
 ) -> AuditEvent:
-    return AuditEvent.objects.create(
-        call=call,
-        kind=kind,
-        message=message[:512],
-        actor=actor,
-        at=at or timezone.now(),
-        detail=detail,
-    )
+    event = _event(call, kind, message, actor=actor, at=at, **detail)
+    event.save()
+    return event
+
+
+def _record(*events: AuditEvent) -> None:
+    """Save audit rows in one statement, in order (ids ascend, so the trail reads in order)."""
+    AuditEvent.objects.bulk_create(events)
+
+
+def _transition(call: Call | int, changes: dict[str, Any], **where: Any) -> Call | None:
+    """Inside a transaction: apply ``changes`` (plus a version bump) to the call if its row still
+    matches ``where``. Returns the call as the database now holds it, or None if it no longer
+    matches.
+
+    Given a loaded ``Call``, the UPDATE also requires the version it was loaded at: every write to
+    a call bumps its version, so when that matches the loaded copy plus ``changes`` *is* the row,
+    and the reload (a query with two joins, on every decision) is skipped. When something else
+    wrote the row since, it falls back to update-then-reload.
+    """
+    rows = Call.objects.filter(**where)
+    if isinstance(call, Call):
+        won = rows.filter(pk=call.pk, version=call.version).update(
+            **changes, version=F("version") + 1
+        )
+        if won:
+            for field, value in changes.items():
+                setattr(call, field, value)
+            call.version += 1
+            return call
+        call = call.pk
+    if not rows.filter(pk=call).update(**changes, version=F("version") + 1):
+        return None
+    return _load(call)
 
 
 _local = threading.local()
@@ -116,80 +162,111 @@ class Received:
 
 
 def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None = None) -> Received:
-    """Record a 30016. Idempotent on the PBX's call and channel ids (webhooks are retried)."""
+    """Record a 30016. Idempotent on the PBX's call and channel ids (webhooks are retried).
+
+    This is the store-before-push step every operator waits on, so it is kept short: everything
+    that only reads (trunk, caller history, rules, presence) runs before the write transaction,
+    which on SQLite holds the database's one write lock; the transaction is then one INSERT for
+    the call, one for its audit rows and, for an automatic decision, the claim.
+    """
     now = received_at or timezone.now()
-    with transaction.atomic():
-        existing = _existing_call(event)
-        if existing is not None:
-            _audit(existing, AuditKind.DUPLICATE, f"Duplicate 30016 via {via} ignored", via=via)
-            return Received(existing, created=False)
-        trunk, trunk_created = Trunk.objects.get_or_create(
-            name=event.trunk_name, defaults={"label": event.trunk_name, "auto_created": True}
-        )
-        try:
-            with transaction.atomic():
-                call = Call.objects.create(
-                    pbx_call_id=event.call_id,
-                    channel_id=event.channel_id,
-                    pbx_sn=event.sn,
-                    caller=event.caller,
-                    called=event.called,
-                    trunk=trunk,
-                    received_at=now,
-                    deadline=now + timedelta(seconds=settings.SCREEN_WINDOW_SECONDS),
-                    history=caller_history(event.caller, now),
-                )
-        except IntegrityError:
-            # Another process stored the same delivery between our check and our insert.
-            existing = _existing_call(event)
-            assert existing is not None
-            return Received(existing, created=False)
-        _audit(
-            call,
-            AuditKind.RECEIVED,
-            f"Incoming call from {event.caller or 'withheld'} to {event.called} via {via}",
-            at=now,
-            via=via,
-            sn=event.sn,
-            channel_id=event.channel_id,
-            trunk_name=event.trunk_name,
-            member_status=event.member_status,
-        )
-        if trunk_created:
-            log.warning(
-                "call %s arrived on unknown trunk %r: created it", event.call_id, trunk.name
+    trunk, trunk_created = _trunk_for(event.trunk_name)
+    history = caller_history(event.caller, now)
+    auto = _auto_decision(event.caller, trunk, now)
+    try:
+        with transaction.atomic():
+            call = Call.objects.create(
+                pbx_call_id=event.call_id,
+                channel_id=event.channel_id,
+                pbx_sn=event.sn,
+                caller=event.caller,
+                called=event.called,
+                trunk=trunk,
+                received_at=now,
+                deadline=now + timedelta(seconds=settings.SCREEN_WINDOW_SECONDS),
+                history=history,
             )
-            _audit(call, AuditKind.TRUNK_CREATED, f"Unknown trunk {trunk.name!r} created")
-        auto = _auto_decide(call, trunk, now)
-        if auto is None:
-            transaction.on_commit(lambda: _announce(call))
-    return Received(call, created=True, auto_decision=auto)
+            events = [
+                _event(
+                    call,
+                    AuditKind.RECEIVED,
+                    f"Incoming call from {event.caller or 'withheld'} to {event.called} via {via}",
+                    at=now,
+                    via=via,
+                    sn=event.sn,
+                    channel_id=event.channel_id,
+                    trunk_name=event.trunk_name,
+                    member_status=event.member_status,
+                )
+            ]
+            if trunk_created:
+                events.append(
+                    _event(call, AuditKind.TRUNK_CREATED, f"Unknown trunk {trunk.name!r} created")
+                )
+            _record(*events)
+            decided = _claim_automatically(call, auto, now) if auto is not None else None
+            if decided is None:
+                transaction.on_commit(lambda: _announce(call))
+    except IntegrityError:
+        # Already stored: a retried webhook, the same call by both transports, or another
+        # process between. The unique constraint is the check, so a new call pays no query for it.
+        existing = _existing_call(event)
+        if existing is None:
+            raise
+        _audit(existing, AuditKind.DUPLICATE, f"Duplicate 30016 via {via} ignored", via=via)
+        return Received(existing, created=False)
+    if trunk_created:
+        log.warning("call %s arrived on unknown trunk %r: created it", event.call_id, trunk.name)
+    return Received(call, created=True, auto_decision=decided)
 
 
-def _auto_decide(call: Call, trunk: Trunk, now: datetime) -> tuple[str, str] | None:
-    """Decide a new call without an operator, in this order: a matching rule, the trunk not
-    screening, nobody online who may decide it (fallback policy). Claims the call when decided."""
-    rule = rules.find_rule(call.caller, trunk, now)
-    note = ""
-    detail: dict[str, Any] = {}
+def _trunk_for(name: str) -> tuple[Trunk, bool]:
+    try:
+        return Trunk.objects.get_or_create(
+            name=name, defaults={"label": name, "auto_created": True}
+        )
+    except IntegrityError:  # created by another process between the get and the create
+        return Trunk.objects.get(name=name), False
+
+
+@dataclass(frozen=True)
+class _Auto:
+    decision: str
+    by_kind: str
+    rule: Rule | None = None
+    note: str = ""
+
+
+def _auto_decision(caller: str, trunk: Trunk, now: datetime) -> _Auto | None:
+    """Whether a new call is decided without an operator, in this order: a matching rule, the
+    trunk not screening, nobody online who may decide it (fallback policy). Reads only."""
+    rule = rules.find_rule(caller, trunk, now)
     if rule is not None:
-        decision, by_kind = rule.action, DecidedBy.RULE
-        note = rule.describe()
-        detail = {"rule_id": rule.pk, "rule_name": note}
-    elif not trunk.screening_enabled:
-        decision, by_kind = Decision.ACCEPT, DecidedBy.TRUNK_POLICY
-    elif trunk.fallback_policy != FallbackPolicy.WINDOW and not presence.any_online_for(trunk):
-        decision, by_kind = trunk.fallback_policy, DecidedBy.FALLBACK
+        return _Auto(rule.action, DecidedBy.RULE, rule, rule.describe())
+    if not trunk.screening_enabled:
+        return _Auto(Decision.ACCEPT, DecidedBy.TRUNK_POLICY)
+    if trunk.fallback_policy != FallbackPolicy.WINDOW and not presence.any_online_for(trunk):
+        decision = trunk.fallback_policy
         note = f"nobody online may decide calls on {trunk.name} (fallback: {decision})"
-    else:
-        return None
-    claimed = _claim(call.pk, decision, None, by_kind, rule=rule, note=note, **detail)
+        return _Auto(decision, DecidedBy.FALLBACK, note=note)
+    return None
+
+
+def _claim_automatically(call: Call, auto: _Auto, now: datetime) -> tuple[str, str] | None:
+    """Claim a call being stored for ``auto``, in the transaction that stores it, so no operator
+    ever sees it pending."""
+    detail: dict[str, Any] = {}
+    if auto.rule is not None:
+        detail = {"rule_id": auto.rule.pk, "rule_name": auto.note}
+    claimed = _claim(
+        call, auto.decision, None, auto.by_kind, rule=auto.rule, note=auto.note, **detail
+    )
     if claimed is None:
         # Only when the event sat queued past the last useful moment: let operators see it.
         return None
-    if rule is not None:
-        rules.record_hit(rule, now)
-    return decision, by_kind
+    if auto.rule is not None:
+        rules.record_hit(auto.rule, now)
+    return auto.decision, auto.by_kind
 
 
 def _existing_call(event: IncomingCall) -> Call | None:
@@ -214,7 +291,7 @@ class DecideResult:
 
 
 def decide(
-    call_pk: int,
+    call: Call | int,
     decision: str,
     *,
     user: AbstractBaseUser | None = None,
@@ -223,14 +300,15 @@ def decide(
 ) -> DecideResult:
     """Claim the call (exactly one claimant wins), send the decision to the PBX, record the result.
 
-    Raises ``Call.DoesNotExist`` for an unknown call.
+    ``call`` is a pk, or the call as loaded with its trunk (the view loads it to check access),
+    which saves the reload after the claim. Raises ``Call.DoesNotExist`` for an unknown call.
     """
     if decision not in Decision.values:
         raise ValueError(f"unknown decision {decision!r}")
-    claimed = _claim(call_pk, decision, user, by_kind)
+    claimed = _claim(call, decision, user, by_kind)
     if claimed is None:
-        call = _load(call_pk)
-        return DecideResult(call, ok=False, conflict=True, reason=_conflict_reason(call))
+        current = _load(call.pk if isinstance(call, Call) else call)
+        return DecideResult(current, ok=False, conflict=True, reason=_conflict_reason(current))
     return _send_to_pbx(claimed, decision, client)
 
 
@@ -243,7 +321,7 @@ def send_claimed(call_pk: int, *, client: PbxClient | None = None) -> DecideResu
 
 
 def _claim(
-    call_pk: int,
+    call: Call | int,
     decision: str,
     user: AbstractBaseUser | None,
     by_kind: str,
@@ -255,35 +333,37 @@ def _claim(
     now = timezone.now()
     margin = timedelta(seconds=settings.SCREEN_SAFETY_MARGIN_SECONDS)
     endpoint = _endpoint(decision)
+    changes = {
+        "status": CallStatus.DECIDING,
+        "decision": decision,
+        "decided_by": user,
+        "decided_by_kind": by_kind,
+        "rule": rule,
+        "claimed_at": now,
+    }
     with transaction.atomic():
-        won = Call.objects.filter(
-            pk=call_pk, status=CallStatus.PENDING, deadline__gt=now + margin
-        ).update(
-            status=CallStatus.DECIDING,
-            decision=decision,
-            decided_by=user,
-            decided_by_kind=by_kind,
-            rule=rule,
-            claimed_at=now,
-            version=F("version") + 1,
-        )
-        if not won:
+        claimed = _transition(call, changes, status=CallStatus.PENDING, deadline__gt=now + margin)
+        if claimed is None:
             return None
-        call = _load(call_pk)
-        who = user_name(user) or call.get_decided_by_kind_display()
+        who = user_name(user) or claimed.get_decided_by_kind_display()
         message = f"{who} decided to {decision}" + (f": {note}" if note else "")
-        _audit(call, AuditKind.CLAIMED, message, actor=user, at=now, by_kind=by_kind, **detail)
-        # Saved before the request goes out (a crash after this line leaves a visible trace).
-        _audit(
-            call,
-            AuditKind.PBX_REQUEST,
-            f"POST {endpoint}",
-            actor=user,
-            endpoint=endpoint,
-            channel_id=call.channel_id,
+        _record(
+            _event(
+                claimed, AuditKind.CLAIMED, message, actor=user, at=now, by_kind=by_kind, **detail
+            ),
+            # Saved before the request goes out (a crash after this leaves a visible trace).
+            _event(
+                claimed,
+                AuditKind.PBX_REQUEST,
+                f"POST {endpoint}",
+                actor=user,
+                at=now,
+                endpoint=endpoint,
+                channel_id=claimed.channel_id,
+            ),
         )
-        transaction.on_commit(lambda: _push_loaded("call", call))
-    return call
+        transaction.on_commit(lambda: _push_loaded("call", claimed))
+    return claimed
 
 
 def _conflict_reason(call: Call) -> str:
@@ -340,52 +420,58 @@ def _send_to_pbx(call: Call, decision: str, client: PbxClient | None) -> DecideR
     except PbxNotConfigured as exc:
         status, errmsg = CallStatus.FAILED, str(exc)[:256]
         message = f"Failed: {exc}"
-    _finish_decision(call.pk, status, message, errcode, errmsg, round_trip_ms)
-    call = _load(call.pk)
+    call = _finish_decision(call, status, message, errcode, errmsg, round_trip_ms)
     ok = status in {CallStatus.ACCEPTED, CallStatus.REFUSED}
     return DecideResult(call, ok=ok, reason="" if ok else message)
 
 
 def _finish_decision(
-    call_pk: int,
+    call: Call,
     status: str,
     message: str,
     errcode: int | None,
     errmsg: str,
     round_trip_ms: float | None,
-) -> None:
+) -> Call:
+    """Record the PBX's answer; returns the call as the database now holds it."""
     now = timezone.now()
+    changes = {
+        "status": status,
+        "finished_at": now,
+        "pbx_errcode": errcode,
+        "pbx_errmsg": errmsg[:256],
+        "pbx_round_trip_ms": round_trip_ms,
+    }
+    response = {
+        "kind": AuditKind.PBX_RESPONSE,
+        "message": f"{errcode if errcode is not None else '-'} {errmsg}".strip(),
+        "at": now,
+        "errcode": errcode,
+        "errmsg": errmsg,
+        "round_trip_ms": round_trip_ms,
+    }
     with transaction.atomic():
-        done = Call.objects.filter(pk=call_pk, status=CallStatus.DECIDING).update(
-            status=status,
-            finished_at=now,
-            pbx_errcode=errcode,
-            pbx_errmsg=errmsg[:256],
-            pbx_round_trip_ms=round_trip_ms,
-            version=F("version") + 1,
-        )
-        call = _load(call_pk)
-        _audit(
-            call,
-            AuditKind.PBX_RESPONSE,
-            f"{errcode if errcode is not None else '-'} {errmsg}".strip(),
-            at=now,
-            errcode=errcode,
-            errmsg=errmsg,
-            round_trip_ms=round_trip_ms,
-        )
-        if not done:
+        done = _transition(call, changes, status=CallStatus.DECIDING)
+        if done is None:
             # The sweeper gave up on this call while the PBX was answering; keep its verdict.
-            log.warning("call %s finished after it was swept as %s", call.pbx_call_id, call.status)
-            return
-        _audit(call, status, message, actor=call.decided_by, at=now)
-        if call.pbx_outcome:
+            current = _load(call.pk)
+            _audit(current, **response)
+            log.warning(
+                "call %s finished after it was swept as %s", current.pbx_call_id, current.status
+            )
+            return current
+        _record(
+            _event(done, **response),
+            _event(done, status, message, actor=done.decided_by, at=now),
+        )
+        if done.pbx_outcome:
             # The PBX's 30011 can overtake its answer to us: confirm it against the final record.
-            # Our UPDATE above holds the row lock, so ``call`` is current.
-            _settle_outcome(call, None, now, source="decision")
-        transaction.on_commit(lambda: _push_call("call", call_pk))
+            # Our UPDATE above holds the row lock, so ``done`` is current.
+            _settle_outcome(done, None, now, source="decision")
+        transaction.on_commit(lambda: _push_loaded("call", done))
     if status == CallStatus.FAILED:
-        log.error("decision on call %s failed: %s", call.pbx_call_id, message)
+        log.error("decision on call %s failed: %s", done.pbx_call_id, message)
+    return done
 
 
 # --- Endings without a decision ------------------------------------------------------------
@@ -595,6 +681,7 @@ def _settle_outcome(call: Call, observed: str | None, now: datetime, *, source: 
         outcome_mismatch=mismatch,
         version=F("version") + 1,
     )
+    call.version += 1  # keeps ``call`` equal to the row (the decision path pushes it as is)
     was_mismatch = call.outcome_mismatch
     call.pbx_outcome, call.pbx_outcome_at, call.outcome_mismatch = outcome, outcome_at, mismatch
     label = call.get_pbx_outcome_display().lower()

@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 from screening import actions, link
 from screening.access import may_decide
 from screening.intake import handle_event
-from screening.models import Call, CallStatus, Decision, Trunk
+from screening.models import Call, CallStatus, Decision
 from screening.pbx.events import EventError, parse_event
 from screening.presenters import call_payload
 from screening.runtime import run_blocking
@@ -97,12 +97,11 @@ def _decide_request(
 
 
 def _decide_if_allowed(user: Any, pk: int, action: str) -> actions.DecideResult:
-    trunk = Trunk.objects.filter(calls__pk=pk).first()
-    if trunk is None:
-        raise Call.DoesNotExist
-    if not may_decide(user, trunk):
+    # Loaded once, with what the push needs: the claim then updates this copy, not a reload.
+    call = Call.objects.select_related("trunk", "decided_by").get(pk=pk)
+    if not may_decide(user, call.trunk):
         raise PermissionDenied
-    return actions.decide(pk, action, user=user)
+    return actions.decide(call, action, user=user)
 
 
 def _signature_ok(secret: str, body: bytes, given: str) -> bool:
