@@ -156,7 +156,7 @@ class Received:
     created: bool
     # (decision, by_kind) when a rule, the trunk policy or the fallback policy decided the call.
     # It is already claimed (DECIDING) in the same transaction that stored it, so no operator ever
-    # sees it pending; the caller sends it with send_claimed(), off the intake path, because
+    # sees it pending; the caller sends it (deciding.carry_out), off the intake path, because
     # intake must never wait on the PBX.
     auto_decision: tuple[str, str] | None = None
 
@@ -312,12 +312,17 @@ def decide(
     return _send_to_pbx(claimed, decision, client)
 
 
-def send_claimed(call_pk: int, *, client: PbxClient | None = None) -> DecideResult:
-    """Send the decision of a call claimed at intake (``Received.auto_decision``) to the PBX."""
-    call = _load(call_pk)
-    if call.status != CallStatus.DECIDING:
-        return DecideResult(call, ok=False, conflict=True, reason=_conflict_reason(call))
-    return _send_to_pbx(call, call.decision, client)
+def claim(
+    call: Call | int, decision: str, *, user: AbstractBaseUser | None = None
+) -> Call | DecideResult:
+    """An operator's claim, the first step of ``decide``: the claimed call, or the conflict."""
+    if decision not in Decision.values:
+        raise ValueError(f"unknown decision {decision!r}")
+    claimed = _claim(call, decision, user, DecidedBy.OPERATOR)
+    if claimed is None:
+        current = _load(call.pk if isinstance(call, Call) else call)
+        return DecideResult(current, ok=False, conflict=True, reason=_conflict_reason(current))
+    return claimed
 
 
 def _claim(
@@ -381,48 +386,63 @@ def _endpoint(decision: str) -> str:
     return "call/accept_inbound" if decision == Decision.ACCEPT else "call/refuse_inbound"
 
 
-def _send_to_pbx(call: Call, decision: str, client: PbxClient | None) -> DecideResult:
+@dataclass(frozen=True)
+class PbxAnswer:
+    """What became of a decision at the PBX, ready to record."""
+
+    status: str
+    message: str
+    errcode: int | None = None
+    errmsg: str = ""
+    round_trip_ms: float | None = None
+
+
+def ask_pbx(call: Call, decision: str, client: PbxClient | None = None) -> PbxAnswer:
+    """Send a claimed call's decision to the PBX. No database work: the web process runs this in
+    its PBX pool, where threads mostly wait on the network, apart from the database workers."""
     # The PBX's own cut-off: an answer later than this is worthless, the call is already routed.
     deadline = call.deadline.timestamp()
-    errcode: int | None = None
-    errmsg = ""
-    round_trip_ms: float | None = None
     try:
         pbx = client or _thread_client()
         send = pbx.accept_inbound if decision == Decision.ACCEPT else pbx.refuse_inbound
         response = send(call.channel_id, deadline=deadline)
-        errcode, errmsg, round_trip_ms = 0, "SUCCESS", response.round_trip_ms
-        status = CallStatus.ACCEPTED if decision == Decision.ACCEPT else CallStatus.REFUSED
-        message = (
-            "Accepted: the PBX routed the call"
-            if status == CallStatus.ACCEPTED
-            else ("Refused: the PBX dropped the call")
-        )
     except PbxAuthError as exc:
-        status, errcode, errmsg = CallStatus.FAILED, exc.errcode, exc.errmsg
         message = f"Failed: the PBX refused our credentials ({exc.errcode} {exc.errmsg})"
+        return PbxAnswer(CallStatus.FAILED, message, exc.errcode, exc.errmsg)
     except PbxError as exc:
-        errcode, errmsg = exc.errcode, exc.errmsg
         if exc.errcode in CHANNEL_GONE_ERRCODES:
-            status = CallStatus.GONE
             message = f"Gone: the PBX no longer has this call ({exc.errcode} {exc.errmsg})"
-        else:
-            status = CallStatus.FAILED
-            message = f"Failed: the PBX answered {exc.errcode} {exc.errmsg}"
+            return PbxAnswer(CallStatus.GONE, message, exc.errcode, exc.errmsg)
+        message = f"Failed: the PBX answered {exc.errcode} {exc.errmsg}"
+        return PbxAnswer(CallStatus.FAILED, message, exc.errcode, exc.errmsg)
     except PbxTransportError as exc:
-        status, errmsg = CallStatus.FAILED, exc.reason[:256]
         message = (
             f"Failed: no answer from the PBX in time ({exc.reason}); the PBX routes the call "
             "itself unless the request reached it"
             if exc.timed_out
             else f"Failed: {exc.reason}"
         )
+        return PbxAnswer(CallStatus.FAILED, message, errmsg=exc.reason[:256])
     except PbxNotConfigured as exc:
-        status, errmsg = CallStatus.FAILED, str(exc)[:256]
-        message = f"Failed: {exc}"
-    call = _finish_decision(call, status, message, errcode, errmsg, round_trip_ms)
-    ok = status in {CallStatus.ACCEPTED, CallStatus.REFUSED}
-    return DecideResult(call, ok=ok, reason="" if ok else message)
+        return PbxAnswer(CallStatus.FAILED, f"Failed: {exc}", errmsg=str(exc)[:256])
+    if decision == Decision.ACCEPT:
+        status, message = CallStatus.ACCEPTED, "Accepted: the PBX routed the call"
+    else:
+        status, message = CallStatus.REFUSED, "Refused: the PBX dropped the call"
+    return PbxAnswer(status, message, 0, "SUCCESS", response.round_trip_ms)
+
+
+def finish(call: Call, answer: PbxAnswer) -> DecideResult:
+    """Record the PBX's answer to a claimed call."""
+    call = _finish_decision(
+        call, answer.status, answer.message, answer.errcode, answer.errmsg, answer.round_trip_ms
+    )
+    ok = answer.status in {CallStatus.ACCEPTED, CallStatus.REFUSED}
+    return DecideResult(call, ok=ok, reason="" if ok else answer.message)
+
+
+def _send_to_pbx(call: Call, decision: str, client: PbxClient | None) -> DecideResult:
+    return finish(call, ask_pbx(call, decision, client))
 
 
 def _finish_decision(

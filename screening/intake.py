@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from screening import actions
+from screening import actions, deciding
 from screening.models import CallStatus
 from screening.pbx.events import CallDetailRecord, CallStateChanged, Event, IncomingCall
 from screening.runtime import run_blocking, schedule_expiry, spawn
@@ -27,7 +27,7 @@ async def handle_event(event: Event, *, via: str, received_at: datetime | None =
         call = received.call
         if received.auto_decision is not None:
             # A rule or a policy decided (and claimed) the call: send it without holding up intake.
-            spawn(run_blocking(actions.send_claimed, call.pk), f"auto-{call.pk}")
+            spawn(deciding.carry_out(call), f"auto-{call.pk}")
         elif received.created and call.status == CallStatus.PENDING:
             schedule_expiry(call.pk, call.deadline)
     elif isinstance(event, CallStateChanged):

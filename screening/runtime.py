@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -17,9 +18,16 @@ log = logging.getLogger("screening.runtime")
 
 T = TypeVar("T")
 
-# Decisions wait on the PBX for up to the whole window. They get a pool of their own rather than
-# Django's single thread for sync code, so one slow PBX answer never queues the other operators.
-_workers = ThreadPoolExecutor(max_workers=32, thread_name_prefix="pbxscreen-work")
+# Database work (intake, claims, timers) runs in a small pool of its own rather than Django's one
+# thread for sync code. Small on purpose: its threads run Python, and every extra runnable thread
+# makes the one holding SQLite's write lock (or a row lock) wait longer for the GIL, each switch
+# costing up to sys.getswitchinterval(); 20 simultaneous decisions in 32 threads convoyed so.
+DB_WORKERS = 4
+_workers = ThreadPoolExecutor(max_workers=DB_WORKERS, thread_name_prefix="pbxscreen-db")
+# Requests to the PBX wait on the network for up to the whole window: a pool of their own, large,
+# so one slow PBX answer never queues the other operators, and no database thread waits on it.
+PBX_WORKERS = 32
+_pbx_workers = ThreadPoolExecutor(max_workers=PBX_WORKERS, thread_name_prefix="pbxscreen-pbx")
 
 
 def _fresh_connections(fn: Callable[..., T]) -> Callable[..., T]:
@@ -31,9 +39,16 @@ def _fresh_connections(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 async def run_blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run ``fn`` in the worker pool and await its result."""
+    """Run ``fn`` (database work) in the database pool and await its result."""
     wrapped = sync_to_async(_fresh_connections(fn), thread_sensitive=False, executor=_workers)
     return await wrapped(*args, **kwargs)
+
+
+async def run_pbx(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn`` (a PBX request, no database work) in the PBX pool and await its result."""
+    return await asyncio.get_running_loop().run_in_executor(
+        _pbx_workers, functools.partial(fn, *args, **kwargs)
+    )
 
 
 _background: set[asyncio.Task[Any]] = set()

@@ -18,7 +18,7 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from screening import actions, link
+from screening import actions, deciding, link
 from screening.access import may_decide
 from screening.intake import handle_event
 from screening.models import Call, CallStatus, Decision
@@ -51,17 +51,21 @@ def _error(status: int, message: str, **extra: Any) -> JsonResponse:
 
 @require_POST
 async def decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
-    # One hop into the worker pool for all of it (session, user, permissions, the decision):
-    # request.auser()/ahas_perm() would each hop to a thread made for this request, which opens
-    # a database connection of its own; under 20 simultaneous decisions that queueing dominated.
+    # One hop into the database pool for the session, the user, the permissions and the claim
+    # (request.auser()/ahas_perm() would each hop to a thread of their own); then the PBX request
+    # in the PBX pool and the record in the database pool (screening/deciding.py).
     try:
-        result = await run_blocking(_decide_request, request, pk, action)
+        claimed = await run_blocking(_claim_request, request, pk, action)
     except Call.DoesNotExist:
         return _error(404, "No such call.")
     except PermissionDenied:
         return _error(403, "This call's trunk is screened by another operator group.")
-    if isinstance(result, HttpResponse):
-        return result
+    if isinstance(claimed, HttpResponse):
+        return claimed
+    if isinstance(claimed, Call):
+        result = await deciding.carry_out_shielded(claimed)
+    else:
+        result = claimed  # the conflict: someone else decided, or the window is closing
     call = result.call
     body = {
         "ok": result.ok,
@@ -81,9 +85,9 @@ async def decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     return JsonResponse(body, status=410 if call.status == CallStatus.GONE else 502)
 
 
-def _decide_request(
+def _claim_request(
     request: HttpRequest, pk: int, action: str
-) -> HttpResponse | actions.DecideResult:
+) -> HttpResponse | Call | actions.DecideResult:
     user = request.user
     if not user.is_authenticated:
         return _error(401, "Log in to decide calls.")
@@ -93,15 +97,11 @@ def _decide_request(
         return _error(404, f"Unknown action {action[:20]!r}: use accept or refuse.")
     if pk > MAX_PK:  # <int:> takes any digits; the database would fail on an out-of-range key
         return _error(404, "No such call.")
-    return _decide_if_allowed(user, pk, action)
-
-
-def _decide_if_allowed(user: Any, pk: int, action: str) -> actions.DecideResult:
     # Loaded once, with what the push needs: the claim then updates this copy, not a reload.
     call = Call.objects.select_related("trunk", "decided_by").get(pk=pk)
     if not may_decide(user, call.trunk):
         raise PermissionDenied
-    return actions.decide(call, action, user=user)
+    return actions.claim(call, action, user=user)
 
 
 def _signature_ok(secret: str, body: bytes, given: str) -> bool:
