@@ -16,6 +16,7 @@ from screening.access import streams_for, visible_trunks
 from screening.fastlayer import PushConsumerMixin
 from screening.models import OPEN_STATUSES, Call
 from screening.presenters import call_payload
+from screening.wsfast import send_prepared
 
 log = logging.getLogger("screening.consumers")
 
@@ -104,7 +105,8 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
         await self.send(text_data=snapshot)
 
     async def push_message(self, event: dict[str, Any]) -> None:
-        await self.send(text_data=event["text"])
+        if not send_prepared(self.scope, event["text"]):  # framed once for all (wsfast.py)
+            await self.send(text_data=event["text"])
 
 
 def _client_time(t: Any) -> float | int | None:

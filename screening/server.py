@@ -63,7 +63,9 @@ def run(
     verbosity: int = 1,
 ) -> None:
     """Serve until interrupted. ``before``/``after`` run on the server loop at start and stop."""
-    from daphne.server import Server  # installs the asyncio reactor: import it first, here
+    from screening.wsfast import push_server_class
+
+    push_server = push_server_class()  # imports Daphne, which installs the asyncio reactor: first
     from twisted.internet import defer, reactor
 
     from pbxscreen.asgi import application
@@ -103,7 +105,7 @@ def run(
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(stop()))
     )
-    Server(
+    push_server(
         application=application,
         endpoints=[f"tcp:port={port}:interface={host}"],
         signal_handlers=True,
