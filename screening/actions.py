@@ -6,6 +6,7 @@ after that transaction commits, so a browser never sees a state the database doe
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -136,14 +137,9 @@ def _load(call_pk: int) -> Call:
     return Call.objects.select_related("trunk", "decided_by").get(pk=call_pk)
 
 
-def _push_call(kind: str, call_pk: int) -> int:
-    """After commit: push the call as the database now holds it, to those who may see it."""
-    return _push_loaded(kind, _load(call_pk))
-
-
 def _push_loaded(kind: str, call: Call) -> int:
-    """After commit: push ``call`` as loaded inside the transaction that just committed (it is
-    what the database holds), saving the reload on the hot paths (intake, claim)."""
+    """After commit: push ``call`` as the transaction that just committed left it (loaded or
+    updated in place there, so it is what the database holds): no state change reloads it."""
     return push.publish(kind, {"call": call_payload(call)}, stream=stream_for_trunk(call.trunk))
 
 
@@ -497,21 +493,24 @@ def _finish_decision(
 # --- Endings without a decision ------------------------------------------------------------
 
 
-def expire(call_pk: int) -> bool:
-    """Nobody decided in time: the PBX routes the call itself (fail-open is the PBX's rule)."""
+def expire(call: Call | int) -> bool:
+    """Nobody decided in time: the PBX routes the call itself (fail-open is the PBX's rule).
+
+    The expiry timer passes the call as stored at intake: when nothing changed since, it is
+    expired and pushed without a reload (most calls on a busy trunk get here undecided)."""
     now = timezone.now()
+    changes = {
+        "status": CallStatus.EXPIRED,
+        "decided_by_kind": DecidedBy.PBX_TIMEOUT,
+        "finished_at": now,
+    }
     with transaction.atomic():
-        done = Call.objects.filter(pk=call_pk, status=CallStatus.PENDING, deadline__lte=now).update(
-            status=CallStatus.EXPIRED,
-            decided_by_kind=DecidedBy.PBX_TIMEOUT,
-            finished_at=now,
-            version=F("version") + 1,
-        )
-        if done:
-            call = _load(call_pk)
-            _audit(call, AuditKind.EXPIRED, "Expired: PBX routed the call itself", at=now)
-            transaction.on_commit(lambda: _push_call("call", call_pk))
-    return bool(done)
+        expired = _transition(call, changes, status=CallStatus.PENDING, deadline__lte=now)
+        if expired is None:
+            return False
+        _audit(expired, AuditKind.EXPIRED, "Expired: PBX routed the call itself", at=now)
+        transaction.on_commit(functools.partial(_push_loaded, "call", expired))
+    return True
 
 
 def sweep(now: datetime | None = None) -> int:
@@ -530,70 +529,74 @@ def sweep(now: datetime | None = None) -> int:
 
 
 def _give_up(call_pk: int, now: datetime) -> bool:
+    changes = {"status": CallStatus.FAILED, "finished_at": now, "pbx_errmsg": "outcome unknown"}
     with transaction.atomic():
-        done = Call.objects.filter(pk=call_pk, status=CallStatus.DECIDING).update(
-            status=CallStatus.FAILED,
-            finished_at=now,
-            pbx_errmsg="outcome unknown",
-            version=F("version") + 1,
+        failed = _transition(call_pk, changes, status=CallStatus.DECIDING)
+        if failed is None:
+            return False
+        _audit(
+            failed,
+            AuditKind.FAILED,
+            "Failed: the deciding process stopped before the PBX answered; outcome unknown",
+            at=now,
         )
-        if done:
-            call = _load(call_pk)
-            _audit(
-                call,
-                AuditKind.FAILED,
-                "Failed: the deciding process stopped before the PBX answered; outcome unknown",
-                at=now,
-            )
-            transaction.on_commit(lambda: _push_call("call", call_pk))
-    return bool(done)
+        transaction.on_commit(functools.partial(_push_loaded, "call", failed))
+    return True
+
+
+def _locked_calls(call_id: str) -> list[Call]:
+    """Inside a transaction: the calls with this PBX call id (usually one), row-locked so a
+    decision finishing in another thread cannot interleave, with what their push needs."""
+    calls = Call.objects.select_related("trunk", "decided_by").select_for_update(of=("self",))
+    return list(calls.filter(pbx_call_id=call_id))
 
 
 def record_call_state(event: CallStateChanged) -> None:
     """30011: keep the PBX's view in the audit; a caller who hangs up while held is gone; what the
-    PBX did with the call is confirmed against our record."""
-    pks = list(Call.objects.filter(pbx_call_id=event.call_id).values_list("pk", flat=True))
+    PBX did with the call is confirmed against our record.
+
+    Every accepted call brings two or three of these within a second of the decision, so this is
+    one transaction, and the push reuses the locked, updated rows instead of reloading them."""
     now = timezone.now()
-    for pk in pks:
-        with transaction.atomic():
-            # Locked: a decision finishing in another thread must not interleave with this.
-            call = Call.objects.select_for_update().get(pk=pk)
+    with transaction.atomic():
+        for call in _locked_calls(event.call_id):
             status = next(
                 (m.member_status for m in event.members if m.channel_id == call.channel_id), None
             )
             observed = _outcome_from_state(call, event)
-            _audit(
-                call,
-                AuditKind.PBX_STATE,
-                ", ".join(f"{m.kind} {m.member_status}" for m in event.members),
-                at=now,
-                members=[{"kind": m.kind, "status": m.member_status} for m in event.members],
-                pbx_outcome=observed or "",
-            )
+            events = [
+                _event(
+                    call,
+                    AuditKind.PBX_STATE,
+                    ", ".join(f"{m.kind} {m.member_status}" for m in event.members),
+                    at=now,
+                    members=[{"kind": m.kind, "status": m.member_status} for m in event.members],
+                    pbx_outcome=observed or "",
+                )
+            ]
             changed = False
             if status == "BYE" and call.status == CallStatus.PENDING:
-                hung_up = Call.objects.filter(pk=call.pk, status=CallStatus.PENDING).update(
-                    status=CallStatus.GONE,
-                    decided_by_kind=DecidedBy.CALLER,
-                    finished_at=now,
-                    version=F("version") + 1,
-                )
-                if hung_up:
-                    _audit(call, AuditKind.GONE, "Gone: the caller hung up while held", at=now)
-                    call.status, call.decided_by_kind = CallStatus.GONE, DecidedBy.CALLER
+                gone = {
+                    "status": CallStatus.GONE,
+                    "decided_by_kind": DecidedBy.CALLER,
+                    "finished_at": now,
+                }
+                if _transition(call, gone, status=CallStatus.PENDING) is not None:
+                    events.append(
+                        _event(call, AuditKind.GONE, "Gone: the caller hung up while held", at=now)
+                    )
                     changed = True
+            _record(*events)
             changed = _settle_outcome(call, observed, now, source="30011") or changed
             if changed:
-                transaction.on_commit(lambda pk=pk: _push_call("call", pk))
+                transaction.on_commit(functools.partial(_push_loaded, "call", call))
 
 
 def record_cdr(event: CallDetailRecord) -> None:
     """30012: the PBX's call record, kept in the audit and used to confirm the outcome."""
-    pks = list(Call.objects.filter(pbx_call_id=event.call_id).values_list("pk", flat=True))
     now = timezone.now()
-    for pk in pks:
-        with transaction.atomic():
-            call = Call.objects.select_for_update().get(pk=pk)
+    with transaction.atomic():
+        for call in _locked_calls(event.call_id):
             observed = _outcome_from_cdr(call, event)
             _audit(
                 call,
@@ -607,7 +610,7 @@ def record_cdr(event: CallDetailRecord) -> None:
                 pbx_outcome=observed,
             )
             if _settle_outcome(call, observed, now, source="30012"):
-                transaction.on_commit(lambda pk=pk: _push_call("call", pk))
+                transaction.on_commit(functools.partial(_push_loaded, "call", call))
 
 
 # --- Outcome confirmation --------------------------------------------------------------------

@@ -29,7 +29,7 @@ async def handle_event(event: Event, *, via: str, received_at: datetime | None =
             # A rule or a policy decided (and claimed) the call: send it without holding up intake.
             spawn(deciding.carry_out(call), f"auto-{call.pk}")
         elif received.created and call.status == CallStatus.PENDING:
-            schedule_expiry(call.pk, call.deadline)
+            schedule_expiry(call)
     elif isinstance(event, CallStateChanged):
         await run_blocking(actions.record_call_state, event)
     elif isinstance(event, CallDetailRecord):

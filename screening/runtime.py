@@ -8,11 +8,13 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
+
+if TYPE_CHECKING:
+    from screening.models import Call
 
 log = logging.getLogger("screening.runtime")
 
@@ -68,15 +70,13 @@ def _finished(task: asyncio.Task[Any]) -> None:
         log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
 
-def schedule_expiry(call_pk: int, deadline: datetime) -> None:
+def schedule_expiry(call: Call) -> None:
     """Expire the call at its deadline, from this process (the sweeper covers a dead process)."""
     from screening import actions
 
     loop = asyncio.get_running_loop()
-    delay = max(0.0, deadline.timestamp() - time.time())
-    loop.call_later(
-        delay, lambda: spawn(run_blocking(actions.expire, call_pk), f"expire-{call_pk}")
-    )
+    delay = max(0.0, call.deadline.timestamp() - time.time())
+    loop.call_later(delay, lambda: spawn(run_blocking(actions.expire, call), f"expire-{call.pk}"))
 
 
 async def sweep_forever(interval: float = 1.0) -> None:
