@@ -46,6 +46,7 @@ def build_snapshot(user: AbstractBaseUser, streams: list[str]) -> str:
 class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
     # Pushes only forward pre-encoded text: no close_old_connections thread hop per push.
     orm_free_handlers = frozenset({push.PUSH_HANDLER})
+    direct_handlers = {push.PUSH_HANDLER: "push_now"}
     user: AbstractBaseUser
     streams: list[str]
     presence_at: float = 0.0  # monotonic time of the last presence write
@@ -103,6 +104,10 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
     async def send_snapshot(self) -> None:
         snapshot = await database_sync_to_async(build_snapshot)(self.user, self.streams)
         await self.send(text_data=snapshot)
+
+    def push_now(self, event: dict[str, Any]) -> bool:
+        """A push, written at once by the layer when this consumer is idle (fastlayer.py)."""
+        return send_prepared(self.scope, event["text"])
 
     async def push_message(self, event: dict[str, Any]) -> None:
         if not send_prepared(self.scope, event["text"]):  # framed once for all (wsfast.py)

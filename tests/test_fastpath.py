@@ -7,7 +7,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from channels.exceptions import ChannelFull
@@ -182,6 +182,53 @@ async def test_consumer_forwards_pushes_in_order_without_a_thread_hop(monkeypatc
     assert len(hops) == hops_after_connect + 1
     await communicator.disconnect()
     assert not layer.groups.get("ops")
+
+
+class DirectConsumer(EchoConsumer):
+    """Takes pushes at once when idle (direct_handlers); "slow" holds a handler open."""
+
+    direct_handlers: ClassVar[dict[str, str]] = {"push.message": "push_now"}
+    release: asyncio.Event
+    taken_directly: list[str]
+
+    def push_now(self, event: dict[str, Any]) -> bool:
+        type(self).taken_directly.append(event["text"])
+        # The communicator's output queue: written synchronously, as a socket write would be.
+        self.base_send.__self__.put_nowait({"type": "websocket.send", "text": event["text"]})  # type: ignore[attr-defined]
+        return True
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data == "slow":
+            await type(self).release.wait()
+        await self.send(text_data=f"done:{text_data}")
+
+
+@pytest.mark.usefixtures("fast_layer")
+@run_async
+async def test_idle_consumers_take_pushes_at_once_and_busy_ones_keep_the_order() -> None:
+    from channels.layers import get_channel_layer
+
+    DirectConsumer.release, DirectConsumer.taken_directly = asyncio.Event(), []
+    communicator = WebsocketCommunicator(DirectConsumer.as_asgi(), "/ws/")
+    assert (await communicator.connect())[0]
+    assert await communicator.receive_from() == "snapshot"
+    layer = get_channel_layer()
+    await layer.group_send("ops", {"type": "push.message", "text": "a"})
+    assert DirectConsumer.taken_directly == ["a"]  # idle: written during group_send itself
+    await communicator.send_to(text_data="slow")
+    await asyncio.sleep(0.05)  # the "slow" handler is now running
+    for text in ("b", "c"):
+        await layer.group_send("ops", {"type": "push.message", "text": text})
+    assert DirectConsumer.taken_directly == ["a"]  # busy: queued behind the running handler
+    DirectConsumer.release.set()
+    frames = [await communicator.receive_from() for _ in range(4)]
+    assert frames == ["a", "done:slow", "b", "c"]
+    await asyncio.sleep(0.01)
+    await layer.group_send("ops", {"type": "push.message", "text": "d"})
+    assert await communicator.receive_from() == "d"
+    assert DirectConsumer.taken_directly == ["a", "d"]  # idle again
+    await communicator.disconnect()
+    assert not layer._sinks  # detached with the consumer
 
 
 # --- SQLite's fair write lock ---------------------------------------------------------------
