@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from screening import presence, push, rules
+from screening import dbpriority, presence, push, rules
 from screening.access import stream_for_trunk
 from screening.models import (
     AuditEvent,
@@ -170,7 +170,7 @@ def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None 
     history = caller_history(event.caller, now)
     auto = _auto_decision(event.caller, trunk, now)
     try:
-        with transaction.atomic():
+        with dbpriority.urgent(), transaction.atomic():
             call = Call.objects.create(
                 pbx_call_id=event.call_id,
                 channel_id=event.channel_id,
@@ -342,7 +342,7 @@ def _claim(
         "rule": rule,
         "claimed_at": now,
     }
-    with transaction.atomic():
+    with dbpriority.urgent(), transaction.atomic():
         claimed = _transition(call, changes, status=CallStatus.PENDING, deadline__gt=now + margin)
         if claimed is None:
             return None
@@ -466,7 +466,7 @@ def _finish_decision(
         "errmsg": errmsg,
         "round_trip_ms": round_trip_ms,
     }
-    with transaction.atomic():
+    with dbpriority.urgent(), transaction.atomic():
         done = _transition(call, changes, status=CallStatus.DECIDING)
         if done is None:
             # The sweeper gave up on this call while the PBX was answering; keep its verdict.

@@ -253,6 +253,31 @@ def test_fair_lock_hands_over_in_arrival_order() -> None:
     assert not lock.locked
 
 
+def test_fair_lock_serves_urgent_waiters_first_each_in_arrival_order() -> None:
+    lock = FairLock()
+    assert lock.acquire(1)
+    order: list[str] = []
+    threads = []
+    arrivals = [("background-1", False), ("urgent-1", True), ("background-2", False)]
+    arrivals += [("urgent-2", True)]
+    for name, urgent in arrivals:
+        thread = threading.Thread(
+            target=lambda n=name, u=urgent: (
+                lock.acquire(5, urgent=u),
+                order.append(n),
+                lock.release(),
+            )
+        )
+        thread.start()
+        threads.append(thread)
+        time.sleep(0.02)  # arrive one after the other
+    lock.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == ["urgent-1", "urgent-2", "background-1", "background-2"]
+    assert not lock.locked
+
+
 def test_fair_lock_times_out() -> None:
     lock = FairLock()
     assert lock.acquire(1)

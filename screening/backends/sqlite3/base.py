@@ -6,7 +6,9 @@ milliseconds, in no particular order, while the lock sits free between sleeps. H
 transaction (``BEGIN IMMEDIATE``, settings.py) first takes a FIFO lock shared by the threads of
 this process, so waiters queue in arrival order and the next one starts the moment the previous
 commits. A write outside a transaction (autocommit) queues the same way for its one statement.
-Other processes on the same file still meet SQLite's own lock, as before.
+Other processes on the same file still meet SQLite's own lock, as before. Transactions an operator
+waits on (screening.dbpriority: storing an incoming call, a decision's claim and finish) queue
+ahead of the rest.
 """
 
 from __future__ import annotations
@@ -18,36 +20,42 @@ from typing import Any
 from django.db import OperationalError
 from django.db.backends.sqlite3 import base
 
+from screening import dbpriority
+
 
 class FairLock:
-    """A FIFO mutex: ownership is handed to the longest waiter on release."""
+    """A FIFO mutex: ownership is handed to the longest waiter on release, urgent waiters
+    (screening.dbpriority) before the others."""
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._waiters: deque[threading.Lock] = deque()
+        self._urgent: deque[threading.Lock] = deque()
         self._held = False
 
-    def acquire(self, timeout: float) -> bool:
+    def acquire(self, timeout: float, *, urgent: bool = False) -> bool:
         with self._mutex:
             if not self._held:
                 self._held = True
                 return True
             waiter = threading.Lock()
             waiter.acquire()
-            self._waiters.append(waiter)
+            queue = self._urgent if urgent else self._waiters
+            queue.append(waiter)
         if waiter.acquire(timeout=timeout):
             return True  # handed over by release(): we hold it now
         with self._mutex:
             try:
-                self._waiters.remove(waiter)
+                queue.remove(waiter)
             except ValueError:
                 return True  # handed over just as we gave up: we hold it after all
             return False
 
     def release(self) -> None:
         with self._mutex:
-            if self._waiters:
-                self._waiters.popleft().release()  # stays held, by the next waiter
+            queue = self._urgent or self._waiters
+            if queue:
+                queue.popleft().release()  # stays held, by the next waiter
             else:
                 self._held = False
 
@@ -81,7 +89,7 @@ class FairCursorWrapper(base.SQLiteCursorWrapper):
     def execute(self, query: str, params: Any = None) -> Any:
         if not self._needs_lock(query):
             return super().execute(query, params)
-        if not self.fair_lock.acquire(self.lock_timeout):
+        if not self.fair_lock.acquire(self.lock_timeout, urgent=dbpriority.is_urgent()):
             raise OperationalError("database is locked (queued for the write lock)")
         try:
             return super().execute(query, params)
@@ -91,7 +99,7 @@ class FairCursorWrapper(base.SQLiteCursorWrapper):
     def executemany(self, query: str, param_list: Any) -> Any:
         if not self._needs_lock(query):
             return super().executemany(query, param_list)
-        if not self.fair_lock.acquire(self.lock_timeout):
+        if not self.fair_lock.acquire(self.lock_timeout, urgent=dbpriority.is_urgent()):
             raise OperationalError("database is locked (queued for the write lock)")
         try:
             return super().executemany(query, param_list)
@@ -113,7 +121,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _start_transaction_under_autocommit(self) -> None:
         timeout = float(self.settings_dict.get("OPTIONS", {}).get("timeout", 5))
-        if not self._write_lock().acquire(timeout):
+        if not self._write_lock().acquire(timeout, urgent=dbpriority.is_urgent()):
             raise OperationalError(f"database is locked (queued {timeout:g} s for the write lock)")
         self._holds_write_lock = True
         try:
