@@ -67,15 +67,16 @@ async def decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     else:
         result = claimed  # the conflict: someone else decided, or the window is closing
     call = result.call
+    payload = call_payload(call)
     body = {
         "ok": result.ok,
         "status": call.status,
         "status_label": call.get_status_display(),
-        "decided_by": call_payload(call)["decided_by"],
+        "decided_by": payload["decided_by"],
         "pbx_errcode": call.pbx_errcode,
         "pbx_errmsg": call.pbx_errmsg,
         "pbx_round_trip_ms": call.pbx_round_trip_ms,
-        "call": call_payload(call),
+        "call": payload,
     }
     if result.ok:
         return JsonResponse(body)
