@@ -75,16 +75,9 @@ def _event(
     )
 
 
-def _audit(
-    call: Call,
-    kind: str,
-    message: str = "",
-    *,
-    actor: AbstractBaseUser | None = None,
-    at: datetime | None = None,
-    **detail: Any,
-) -> AuditEvent:
-    event = _event(call, kind, message, actor=actor, at=at, **detail)
+def _audit(call: Call, kind: str, message: str = "", **fields: Any) -> AuditEvent:
+    """One audit row, saved now (``fields``: those of ``_event``)."""
+    event = _event(call, kind, message, **fields)
     event.save()
     return event
 
