@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
@@ -22,13 +21,14 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from screening import push, runtime  # noqa: E402
+from screening import startup  # noqa: E402
 from screening.routing import websocket_urlpatterns  # noqa: E402
 
 
 class ServerProcess:
-    """Wraps the router: the first scope tells us the server's event loop, which the push path
-    needs, and starts the sweeper that finishes calls a dead process left behind."""
+    """Wraps the router: on the first scope, arms this process on the server's event loop
+    (``screening.startup.start``: the push path's loop, the sweeper), for a plain ``daphne``
+    command line; under ``manage.py serve`` that has already happened and this is a no-op."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -37,8 +37,7 @@ class ServerProcess:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if not self.started:
             self.started = True
-            push.register_loop(asyncio.get_running_loop())
-            runtime.ensure_sweeper()
+            await startup.start()
         await self.app(scope, receive, send)
 
 

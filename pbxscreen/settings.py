@@ -13,6 +13,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from screening import speedups
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -73,6 +75,11 @@ INSTALLED_APPS = [
     "channels",
     "screening",
 ]
+# The bench, the soak and the history seeder (screening/devtools): on by default, so the two make
+# targets and the tests find their commands; a production install sets DEV_TOOLS=false.
+DEV_TOOLS = env_bool("DEV_TOOLS", True)
+if DEV_TOOLS:
+    INSTALLED_APPS.append("screening.devtools")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -103,14 +110,23 @@ TEMPLATES = [
     },
 ]
 
+# --- Speedups -------------------------------------------------------------------------------
+# Which of screening/speedups are on: all (default), none, or a comma-separated list of names
+# (screening/speedups/README.md). Each one off falls back to the library's stock behaviour.
+try:
+    SPEEDUPS = speedups.parse(env_str("SPEEDUPS", "all"))
+except ValueError as exc:
+    raise ImproperlyConfigured(f"SPEEDUPS: {exc}") from None
+
 # --- Database -------------------------------------------------------------------------------
 VAR_DIR = BASE_DIR / "var"
 DEFAULT_SQLITE = f"sqlite:///{VAR_DIR / 'pbxscreen.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL", DEFAULT_SQLITE))}
 _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.sqlite3":
-    # Stock SQLite plus a fair in-process queue for write transactions (screening/backends).
-    _db["ENGINE"] = "screening.backends.sqlite3"
+    if "sqlite_queue" in SPEEDUPS:
+        # Stock SQLite plus a fair in-process queue for write transactions (screening/speedups).
+        _db["ENGINE"] = "screening.speedups.backends.sqlite3"
     # WAL lets the web threads read while one writes; IMMEDIATE takes the write lock at BEGIN so
     # two concurrent claims queue on the lock instead of failing with "database is locked".
     _db["OPTIONS"] = {
@@ -134,7 +150,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     # redis-py's asyncio pool allows 100 connections by default: a burst of reconnecting browsers
-    # then fails group_add with MaxConnectionsError (a 500 on the handshake; design.md §5).
+    # then fails group_add with MaxConnectionsError (a 500 on the handshake).
     REDIS_MAX_CONNECTIONS = int(
         env_float("REDIS_MAX_CONNECTIONS", 2000, minimum=10, maximum=100_000)
     )
@@ -160,7 +176,7 @@ if REDIS_URL:
     }
     # Pushes go over Redis pub/sub (channels_redis's own RedisPubSubChannelLayer): one PUBLISH per
     # broadcast, fanned out inside each web process, where the list-based layer queues one entry
-    # per socket and pops them one Redis round trip each (README "Performance").
+    # per socket and pops them one Redis round trip each (docs/performance.md).
     # REDIS_CHANNEL_LAYER=core restores the list-based layer (capacity/expiry apply to it only).
     if env_str("REDIS_CHANNEL_LAYER", "pubsub").strip().lower() != "core":
         CHANNEL_LAYERS["default"]["BACKEND"] = "channels_redis.pubsub.RedisPubSubChannelLayer"
@@ -179,9 +195,11 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {
-        # Stock InMemoryChannelLayer makes a broadcast O(N²) (screening/fastlayer.py).
+        # Stock InMemoryChannelLayer makes a broadcast O(N²) (screening/speedups/layer.py).
         "default": {
-            "BACKEND": "screening.fastlayer.FastInMemoryChannelLayer",
+            "BACKEND": "screening.speedups.layer.FastInMemoryChannelLayer"
+            if "memory_layer" in SPEEDUPS
+            else "channels.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": 1000},
         }
     }
@@ -198,7 +216,7 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
-# --- Security (effective when DEBUG is off; see README "Deploy") -----------------------------
+# --- Security (effective when DEBUG is off; see docs/deployment.md) -----------------------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE

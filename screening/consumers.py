@@ -7,16 +7,17 @@ import logging
 import time
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AbstractBaseUser
 
-from screening import link, presence, push
-from screening.access import streams_for, visible_trunks
-from screening.fastlayer import PushConsumerMixin
+from screening.calls import presence, push
+from screening.calls.access import streams_for, visible_trunks
+from screening.calls.payload import call_payload
 from screening.models import OPEN_STATUSES, Call
-from screening.presenters import call_payload
-from screening.wsfast import send_prepared
+from screening.pbx import link
+from screening.runtime import run_blocking
+from screening.speedups.consumer import PushConsumerMixin
+from screening.speedups.framing import send_prepared
 
 log = logging.getLogger("screening.consumers")
 
@@ -56,24 +57,26 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
         if (
             user is None
             or not user.is_authenticated
-            or not await user.ahas_perm("screening.decide_call")
+            or not await run_blocking(user.has_perm, "screening.decide_call")
         ):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         self.user = user
-        self.streams = await database_sync_to_async(streams_for)(user)
+        self.streams = await run_blocking(streams_for, user)
         for stream in self.streams:
             await self.channel_layer.group_add(stream, self.channel_name)
         await self.accept()
-        await database_sync_to_async(presence.join)(user, self.channel_name)
+        self.attach_direct()
+        await run_blocking(presence.join, user, self.channel_name)
         self.presence_at = time.monotonic()
         await self.send_snapshot()
 
     async def disconnect(self, code: int) -> None:
+        self.detach_direct()
         for stream in getattr(self, "streams", []):
             await self.channel_layer.group_discard(stream, self.channel_name)
         if self.presence_at:
-            await database_sync_to_async(presence.leave)(self.channel_name)
+            await run_blocking(presence.leave, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         message = _parse_client_message(text_data)
@@ -99,18 +102,18 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
         # Pings come every 10 s; writing every REFRESH_EVERY keeps the row well inside the TTL.
         if time.monotonic() - self.presence_at >= presence.REFRESH_EVERY:
             self.presence_at = time.monotonic()
-            await database_sync_to_async(presence.refresh)(self.channel_name, self.user)
+            await run_blocking(presence.refresh, self.channel_name, self.user)
 
     async def send_snapshot(self) -> None:
-        snapshot = await database_sync_to_async(build_snapshot)(self.user, self.streams)
+        snapshot = await run_blocking(build_snapshot, self.user, self.streams)
         await self.send(text_data=snapshot)
 
     def push_now(self, event: dict[str, Any]) -> bool:
-        """A push, written at once by the layer when this consumer is idle (fastlayer.py)."""
+        """A push, written at once by the layer when this consumer is idle (speedups.layer)."""
         return send_prepared(self.scope, event["text"])
 
     async def push_message(self, event: dict[str, Any]) -> None:
-        if not send_prepared(self.scope, event["text"]):  # framed once for all (wsfast.py)
+        if not send_prepared(self.scope, event["text"]):  # framed once for all (speedups.framing)
             await self.send(text_data=event["text"])
 
 

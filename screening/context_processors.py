@@ -4,7 +4,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from screening import link
+from screening.pbx import link
 
 
 def pbx_link(request: HttpRequest) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from django.contrib.auth.models import Group
 from django.db import models
 from django.utils import timezone
 
+from screening.calls.numbers import normalise_pattern
+
 
 class FallbackPolicy(models.TextChoices):
     WINDOW = "window", "Leave it to the PBX window"
@@ -130,7 +132,7 @@ class Rule(models.Model):
         help_text="The caller's number or the start of it, as you like to type it "
         "(+44 20 7946 0123, 0044 20…, 020…). " + RULE_PRECEDENCE_HELP,
     )
-    # Filled on save from ``pattern`` (screening.rules.normalise); lookups use only this.
+    # Filled on save from ``pattern`` (screening.calls.numbers.normalise); lookups use only this.
     normalised = models.CharField(max_length=64, editable=False)
     match = models.CharField(max_length=8, choices=RuleMatch.choices, default=RuleMatch.EXACT)
     trunk = models.ForeignKey(
@@ -171,15 +173,11 @@ class Rule(models.Model):
         return self.describe()
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        from screening.rules import normalise_pattern  # rules imports models
-
         self.normalised = normalise_pattern(self.pattern, self.trunk)
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
         from django.core.exceptions import ValidationError
-
-        from screening.rules import normalise_pattern
 
         if not normalise_pattern(self.pattern, self.trunk if self.trunk_id else None):
             raise ValidationError({"pattern": "Type at least one digit after any prefix."})
@@ -330,8 +328,8 @@ class AuditEvent(models.Model):
 class Presence(models.Model):
     """One connected operator socket; shared across processes through the database.
 
-    Online means ``last_seen`` within ``screening.presence.PRESENCE_TTL``: a killed process leaves
-    rows that simply stop counting.
+    Online means ``last_seen`` within ``screening.calls.presence.PRESENCE_TTL``: a killed process
+    leaves rows that simply stop counting.
     """
 
     user = models.ForeignKey(

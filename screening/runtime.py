@@ -1,20 +1,22 @@
-"""Running blocking work (ORM, the PBX REST client) from async code, and the expiry timers."""
+"""Running blocking work from async code: the one convention for the whole product.
+
+Database work goes through ``run_blocking`` (a small pool of its own, stale connections closed
+first), a PBX request through ``run_pbx`` (a large pool that mostly waits on the network), and a
+task that must outlive its caller through ``spawn``. Consumers, views, the listener and intake all
+use these, never ``sync_to_async`` or ``database_sync_to_async`` directly.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
-
-if TYPE_CHECKING:
-    from screening.models import Call
 
 log = logging.getLogger("screening.runtime")
 
@@ -68,42 +70,3 @@ def _finished(task: asyncio.Task[Any]) -> None:
     _background.discard(task)
     if not task.cancelled() and task.exception() is not None:
         log.error("background task %s failed", task.get_name(), exc_info=task.exception())
-
-
-def schedule_expiry(call: Call) -> None:
-    """Expire the call at its deadline, from this process (the sweeper covers a dead process)."""
-    from screening import actions
-
-    loop = asyncio.get_running_loop()
-    delay = max(0.0, call.deadline.timestamp() - time.time())
-    loop.call_later(delay, lambda: spawn(run_blocking(actions.expire, call), f"expire-{call.pk}"))
-
-
-async def sweep_forever(interval: float = 1.0) -> None:
-    """Catch calls whose timer or deciding process died. Cheap: one indexed query per tick."""
-    from screening import actions, link
-    from screening.reports import rollup
-
-    while True:
-        try:
-            await run_blocking(actions.sweep)
-            await run_blocking(link.announce_if_stale)
-        except Exception:
-            log.exception("sweep failed")
-        if rollup.due():  # every few minutes: closed hours for the statistics
-            try:
-                await run_blocking(rollup.run_if_due)
-            except Exception:
-                log.exception("statistics roll-up failed")
-        await asyncio.sleep(interval)
-
-
-_sweepers: set[int] = set()
-
-
-def ensure_sweeper() -> None:
-    """Start one sweeper on the running loop (idempotent)."""
-    loop = asyncio.get_running_loop()
-    if id(loop) not in _sweepers:
-        _sweepers.add(id(loop))
-        spawn(sweep_forever(), "sweeper")

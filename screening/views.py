@@ -18,12 +18,13 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from screening import actions, deciding, link
-from screening.access import may_decide
-from screening.intake import handle_event
+from screening.calls import decisions
+from screening.calls.access import may_decide
+from screening.calls.intake import handle_event
+from screening.calls.payload import call_payload
 from screening.models import Call, CallStatus, Decision
+from screening.pbx import link
 from screening.pbx.events import EventError, parse_event
-from screening.presenters import call_payload
 from screening.runtime import run_blocking
 
 log = logging.getLogger("screening.views")
@@ -53,7 +54,7 @@ def _error(status: int, message: str, **extra: Any) -> JsonResponse:
 async def decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     # One hop into the database pool for the session, the user, the permissions and the claim
     # (request.auser()/ahas_perm() would each hop to a thread of their own); then the PBX request
-    # in the PBX pool and the record in the database pool (screening/deciding.py).
+    # in the PBX pool and the record in the database pool (screening.calls.decisions).
     try:
         claimed = await run_blocking(_claim_request, request, pk, action)
     except Call.DoesNotExist:
@@ -63,7 +64,7 @@ async def decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     if isinstance(claimed, HttpResponse):
         return claimed
     if isinstance(claimed, Call):
-        result = await deciding.carry_out_shielded(claimed)
+        result = await decisions.carry_out_shielded(claimed)
     else:
         result = claimed  # the conflict: someone else decided, or the window is closing
     call = result.call
@@ -88,7 +89,7 @@ async def decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 
 def _claim_request(
     request: HttpRequest, pk: int, action: str
-) -> HttpResponse | Call | actions.DecideResult:
+) -> HttpResponse | Call | decisions.DecideResult:
     user = request.user
     if not user.is_authenticated:
         return _error(401, "Log in to decide calls.")
@@ -102,7 +103,7 @@ def _claim_request(
     call = Call.objects.select_related("trunk", "decided_by").get(pk=pk)
     if not may_decide(user, call.trunk):
         raise PermissionDenied
-    return actions.claim(call, action, user=user)
+    return decisions.claim(call, action, user=user)
 
 
 def _signature_ok(secret: str, body: bytes, given: str) -> bool:

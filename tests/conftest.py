@@ -13,10 +13,10 @@ from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 
-from screening.pbx.simulator import SimulatorThread
-from tests.cluster import Cluster, require_scaleout, start_cluster
-from tests.live import LiveServer, make_user, start_server
-from tests.reporting import History, build_history
+from screening.simulator import SimulatorThread
+from tests.support.cluster import Cluster, require_scaleout, start_cluster
+from tests.support.live import LiveServer, make_user, start_server
+from tests.support.reporting import History, build_history
 
 # Integration tests shorten the PBX's 10-s window (both sides agree on it) to keep the suite fast.
 TEST_WINDOW = 3.0
@@ -135,8 +135,8 @@ def cluster(transactional_db: None, tmp_path: Path) -> Iterator[Cluster]:
     started.stop()
 
 
-# The supervisor-report tests share one hand-built history (tests/reporting.py) and a logged-in
-# supervisor; a module may override ``history`` with a bigger one.
+# The supervisor-report tests share one hand-built history (tests/support/reporting.py) and a
+# logged-in supervisor; a module may override ``history`` with a bigger one.
 @pytest.fixture
 def history() -> History:
     return build_history()

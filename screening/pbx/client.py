@@ -1,4 +1,4 @@
-"""Yeastar P-Series OpenAPI REST client (pbx-api.md §1 to §5, §12, §13) on ``requests``.
+"""Yeastar P-Series OpenAPI REST client (docs/pbx.md) on ``requests``.
 
 Two PBX limits shape this module:
 
@@ -34,7 +34,7 @@ log = logging.getLogger("screening.pbx")
 
 API_PATH = "/openapi/v1.0/"
 
-# 10004 TOKEN EXPIRED is the only documented token rejection (pbx-api.md §4.4). Not 10005: the
+# 10004 TOKEN EXPIRED is the only documented token rejection (docs/pbx.md). Not 10005: the
 # P-Series table calls it ACCESS DENIED (a permission problem a new token does not fix, and every
 # retry would burn one of the 8 tokens). Not 10006: absent from the P-Series table (unconfirmed).
 # Never 40002 (a parameter error; a public client burned its token cap treating it as one).
@@ -183,7 +183,7 @@ class PbxClient:
         self._lock_ttl = max(2, math.ceil(2 * timeout + 1))
         self._session = requests.Session()
         self._session.verify = verify
-        # The PBX closes every connection after replying (pbx-api.md §1): ask for that explicitly
+        # The PBX closes every connection after replying (docs/pbx.md): ask for that explicitly
         # so the pool never re-sends a POST on a socket the PBX has just closed. The Session is
         # shared by threads; it keeps no state we rely on (the PBX sets no cookies).
         self._session.headers.update(
@@ -528,7 +528,7 @@ class PbxClient:
         extension: str | None = None,
         deadline: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Live calls; the API takes exactly one selector (pbx-api.md §13.1)."""
+        """Live calls; the API takes exactly one selector (docs/pbx.md)."""
         selectors = {
             key: value
             for key, value in {"call_id": call_id, "type": type, "extension": extension}.items()
@@ -556,7 +556,7 @@ class PbxClient:
         return trunks
 
     def update_trunk_monitor(self, monitors: list[dict[str, Any]]) -> PbxResponse:
-        """Set Control Inbound Call / Call Status per trunk (pbx-api.md §12.4)."""
+        """Set Control Inbound Call / Call Status per trunk (docs/pbx.md)."""
         return self.request(
             "POST", "trunk_status_monitor/update", body={"trunk_monitor_list": monitors}
         )

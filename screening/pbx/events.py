@@ -1,6 +1,6 @@
 """Parse and validate Yeastar P-Series event frames into typed objects.
 
-This module is the one place that knows the wire format (pbx-api.md §6 to §11). Everything that
+This module is the one place that knows the wire format (docs/pbx.md). Everything that
 comes from the PBX (WebSocket text frames, webhook bodies) goes through :func:`parse_frame` or
 :func:`parse_event`, and anything malformed raises :class:`EventError` and nothing else, so the
 listener can log the frame and carry on.
@@ -241,7 +241,7 @@ def _kind(value: Any) -> str:
 
 
 def parse_event(data: str | bytes | Mapping[str, Any]) -> Event:
-    """Parse a ``{type, sn, msg}`` envelope (pbx-api.md §8); raises only :class:`EventError`."""
+    """Parse a ``{type, sn, msg}`` envelope (docs/pbx.md); raises only :class:`EventError`."""
     if isinstance(data, str | bytes | bytearray):
         envelope = _loads(data, "event")
     elif isinstance(data, Mapping):

@@ -1,6 +1,6 @@
 """The PBX WebSocket subscriber: subscribe, heartbeat, reconnect, and hand events to the intake.
 
-One listener per PBX (pbx-api.md §14): it runs inside `serve`/`demo` (embedded) or alone as
+One listener per PBX (docs/pbx.md): it runs inside `serve`/`demo` (embedded) or alone as
 `pbx_listen` (scale-out, with Redis carrying the pushes to the web processes).
 """
 
@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from screening import link
+from screening.pbx import link
 from screening.pbx.client import PbxAuthError, PbxClient, PbxError, PbxTransportError
 from screening.pbx.events import (
     Event,

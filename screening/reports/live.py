@@ -7,9 +7,10 @@ from typing import Any
 from django.db.models import Count, Min
 from django.utils import timezone
 
-from screening import link, presence, push
+from screening.calls import presence, push
+from screening.calls.payload import call_payload, epoch_ms
 from screening.models import OPEN_STATUSES, Call, Presence
-from screening.presenters import call_payload, epoch_ms
+from screening.pbx import link
 
 MAX_CALLS = 200  # a supervisor's overview, not a queue to work through
 

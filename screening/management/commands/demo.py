@@ -9,17 +9,17 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from screening import server
-from screening.management.commands.setup_roles import setup_roles
+from screening import startup
+from screening.calls.roles import setup_roles
 from screening.models import Call, Trunk
-from screening.pbx.simulator import PbxSimulator
-from screening.reports.seed import seed_history
+from screening.simulator import PbxSimulator
 
 DEMO_USERS = (
     # username, full name, group (None = superuser)
@@ -56,10 +56,10 @@ class Command(BaseCommand):
         passwords = self._demo_users()
         for name, label in DEMO_TRUNKS:
             Trunk.objects.get_or_create(name=name, defaults={"label": label})
-        if not Call.objects.exists():
+        if not Call.objects.exists() and apps.is_installed("screening.devtools"):
             # First run: a month of history, so the audit and statistics pages are not empty.
-            seeded = seed_history(DEMO_HISTORY_CALLS, days=30, seed=1)
-            self.stdout.write(f"Seeded {seeded.calls:,} calls of demo history.")
+            # By command name: the product never imports the development tools.
+            call_command("seed_demo_history", calls=DEMO_HISTORY_CALLS, days=30, seed=1)
 
         simulator = PbxSimulator(call_rate=options["call_rate"])
         host, pbx_port = options["host"], options["pbx_port"]
@@ -83,7 +83,7 @@ class Command(BaseCommand):
         async def start_simulator() -> None:
             await simulator.start(host, pbx_port)
 
-        server.run(
+        startup.run(
             host=host,
             port=options["port"],
             with_listener=True,

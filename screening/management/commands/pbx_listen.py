@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from screening import push, runtime, server
+from screening import startup
 
 
 class Command(BaseCommand):
@@ -27,16 +27,14 @@ class Command(BaseCommand):
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        push.register_loop(loop)
-        runtime.ensure_sweeper()
-        listener = server.make_listener()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        task = runtime.spawn(listener.run(), "pbx-listener")
+        listener = await startup.start(listener=True)
+        if listener is None:
+            raise CommandError("the PBX listener could not start (see the log above)")
         self.stdout.write(f"Listening to {settings.PBX_BASE_URL}")
         await stop.wait()
         # The token is shared with every web process (they send the decisions): revoking it here
         # would make each of them renew it inside a call's window. The next listener reuses it.
-        await server.close_listener(listener, revoke_token=False)
-        task.cancel()
+        await startup.close_listener(listener, revoke_token=False)

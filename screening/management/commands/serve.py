@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from screening import server
+from screening import startup
 
 
 class Command(BaseCommand):
@@ -23,12 +23,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        with_listener = server.listener_wanted() and not options["no_listener"]
+        with_listener = startup.listener_wanted() and not options["no_listener"]
         self.stdout.write(
             f"pbxscreen on http://{options['host']}:{options['port']}/ "
             f"({'with' if with_listener else 'without'} the PBX listener)"
         )
-        server.run(
+        startup.run(
             host=options["host"],
             port=options["port"],
             with_listener=with_listener,

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from screening.pbx.simulator import PbxSimulator
+from screening.simulator import PbxSimulator
 
 
 class Command(BaseCommand):

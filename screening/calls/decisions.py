@@ -1,0 +1,202 @@
+"""Deciding a call: claim it (exactly one claimant wins), ask the PBX, record the answer.
+
+There is one way to decide a call, in three steps used by every caller (the decide view, a rule
+or policy at intake, the tests):
+
+1. ``claim`` (database pool): one conditional UPDATE ``… WHERE status = pending AND deadline >
+   now + margin``; the loser gets a ``DecideResult`` with the conflict. The claim and the
+   "request sent" audit row are committed *before* the request goes out, so a crash after it
+   leaves a visible trace that the sweeper finishes.
+2. ``screening.pbx.answers.ask`` (PBX pool): the REST request, its answer translated.
+3. ``finish`` (database pool): the answer recorded, the call pushed.
+
+``carry_out`` runs steps 2 and 3 in a task that survives whoever asked going away (a browser
+closing mid-request cancels the view): a claimed call left unsent would sit *deciding* until the
+PBX routed it by itself. ``decide`` is all three.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from screening.calls import store
+from screening.calls.outcomes import settle_outcome
+from screening.calls.payload import user_name
+from screening.models import AuditKind, Call, CallStatus, DecidedBy, Decision, Rule
+from screening.pbx import answers
+from screening.pbx.client import PbxClient
+from screening.runtime import run_blocking, run_pbx, spawn
+from screening.speedups import priority
+
+log = logging.getLogger("screening.calls.decisions")
+
+
+@dataclass(frozen=True)
+class DecideResult:
+    call: Call
+    ok: bool  # the PBX carried out the decision
+    conflict: bool = False  # someone else decided, or the window closed, before our claim
+    reason: str = ""
+
+
+async def decide(
+    call: Call | int,
+    decision: str,
+    *,
+    user: AbstractBaseUser | None = None,
+    client: PbxClient | None = None,
+) -> DecideResult:
+    """An operator's decision, from claim to recorded answer. Raises ``Call.DoesNotExist``."""
+    claimed = await run_blocking(claim, call, decision, user=user)
+    if isinstance(claimed, DecideResult):
+        return claimed
+    return await carry_out_shielded(claimed, client)
+
+
+def claim(
+    call: Call | int, decision: str, *, user: AbstractBaseUser | None = None
+) -> Call | DecideResult:
+    """An operator's claim: the claimed call, or the conflict.
+
+    ``call`` is a pk, or the call as loaded with its trunk (the view loads it to check access),
+    which saves the reload after the claim. Raises ``Call.DoesNotExist`` for an unknown call.
+    """
+    if decision not in Decision.values:
+        raise ValueError(f"unknown decision {decision!r}")
+    claimed = claim_as(call, decision, user, DecidedBy.OPERATOR)
+    if claimed is None:
+        current = store.load(call.pk if isinstance(call, Call) else call)
+        return DecideResult(current, ok=False, conflict=True, reason=_conflict_reason(current))
+    return claimed
+
+
+def claim_as(
+    call: Call | int,
+    decision: str,
+    user: AbstractBaseUser | None,
+    by_kind: str,
+    *,
+    rule: Rule | None = None,
+    note: str = "",
+    **detail: Any,
+) -> Call | None:
+    """Claim ``call`` for ``by_kind`` (an operator, a rule, a policy); None if it is not pending
+    or its window is closing. Joins the caller's transaction when there is one (intake)."""
+    now = timezone.now()
+    margin = timedelta(seconds=settings.SCREEN_SAFETY_MARGIN_SECONDS)
+    endpoint = answers.endpoint_for(decision)
+    changes = {
+        "status": CallStatus.DECIDING,
+        "decision": decision,
+        "decided_by": user,
+        "decided_by_kind": by_kind,
+        "rule": rule,
+        "claimed_at": now,
+    }
+    with priority.urgent(), transaction.atomic():
+        claimed = store.transition(
+            call, changes, status=CallStatus.PENDING, deadline__gt=now + margin
+        )
+        if claimed is None:
+            return None
+        who = user_name(user) or claimed.get_decided_by_kind_display()
+        message = f"{who} decided to {decision}" + (f": {note}" if note else "")
+        store.record(
+            store.event(
+                claimed, AuditKind.CLAIMED, message, actor=user, at=now, by_kind=by_kind, **detail
+            ),
+            # Saved before the request goes out (a crash after this leaves a visible trace).
+            store.event(
+                claimed,
+                AuditKind.PBX_REQUEST,
+                f"POST {endpoint}",
+                actor=user,
+                at=now,
+                endpoint=endpoint,
+                channel_id=claimed.channel_id,
+            ),
+        )
+        store.send_call_on_commit(claimed)
+    return claimed
+
+
+def _conflict_reason(call: Call) -> str:
+    who = user_name(call.decided_by) or call.get_decided_by_kind_display()
+    if call.status == CallStatus.DECIDING:
+        return f"{who} is deciding this call"
+    if call.status in {CallStatus.ACCEPTED, CallStatus.REFUSED, CallStatus.FAILED}:
+        return f"Already decided by {who}: {call.get_status_display()}"
+    if call.status == CallStatus.PENDING:
+        return "Too late: the PBX window is closing and it will route the call itself"
+    return call.get_status_display()
+
+
+def ask_pbx(call: Call, client: PbxClient | None = None) -> answers.PbxAnswer:
+    """Step 2: send the claimed call's decision, bounded by the PBX's own window."""
+    return answers.ask(call.channel_id, call.decision, call.deadline.timestamp(), client)
+
+
+def finish(call: Call, answer: answers.PbxAnswer) -> DecideResult:
+    """Step 3: record the PBX's answer to a claimed call."""
+    now = timezone.now()
+    changes = {
+        "status": answer.status,
+        "finished_at": now,
+        "pbx_errcode": answer.errcode,
+        "pbx_errmsg": answer.errmsg[:256],
+        "pbx_round_trip_ms": answer.round_trip_ms,
+    }
+    errcode = answer.errcode
+    response = {
+        "kind": AuditKind.PBX_RESPONSE,
+        "message": f"{errcode if errcode is not None else '-'} {answer.errmsg}".strip(),
+        "at": now,
+        "errcode": errcode,
+        "errmsg": answer.errmsg,
+        "round_trip_ms": answer.round_trip_ms,
+    }
+    with priority.urgent(), transaction.atomic():
+        done = store.transition(call, changes, status=CallStatus.DECIDING)
+        if done is None:
+            # The sweeper gave up on this call while the PBX was answering; keep its verdict.
+            current = store.load(call.pk)
+            store.audit(current, **response)
+            log.warning(
+                "call %s finished after it was swept as %s", current.pbx_call_id, current.status
+            )
+            ok = answer.carried_out  # the PBX did carry it out; the record keeps the verdict
+            return DecideResult(current, ok=ok, reason="" if ok else answer.message)
+        store.record(
+            store.event(done, **response),
+            store.event(done, answer.status, answer.message, actor=done.decided_by, at=now),
+        )
+        if done.pbx_outcome:
+            # The PBX's 30011 can overtake its answer to us: confirm it against the final record.
+            # Our UPDATE above holds the row lock, so ``done`` is current.
+            settle_outcome(done, None, now, source="decision")
+        store.send_call_on_commit(done)
+    if answer.status == CallStatus.FAILED:
+        log.error("decision on call %s failed: %s", done.pbx_call_id, answer.message)
+    ok = answer.carried_out
+    return DecideResult(done, ok=ok, reason="" if ok else answer.message)
+
+
+async def carry_out(call: Call, client: PbxClient | None = None) -> DecideResult:
+    """Steps 2 and 3 for a claimed call: the request in the PBX pool, the record in the database
+    pool, so database threads never wait on the network."""
+    answer = await run_pbx(ask_pbx, call, client)
+    return await run_blocking(finish, call, answer)
+
+
+async def carry_out_shielded(call: Call, client: PbxClient | None = None) -> DecideResult:
+    """``carry_out`` in a task of its own: cancelling the caller does not cancel it."""
+    return await asyncio.shield(spawn(carry_out(call, client), f"decide-{call.pk}"))

@@ -1,0 +1,49 @@
+"""How calls look on the wire to browsers (pushes, snapshots and decide answers)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from screening.models import Call
+
+
+def epoch_ms(value: datetime | None) -> int | None:
+    return int(value.timestamp() * 1000) if value else None
+
+
+def user_name(user: AbstractBaseUser | None) -> str:
+    if user is None:
+        return ""
+    full = user.get_full_name() if hasattr(user, "get_full_name") else ""
+    return full or user.get_username()
+
+
+def call_payload(call: Call) -> dict[str, Any]:
+    """Everything a browser needs to show and act on one call. ``call.trunk`` and
+    ``call.decided_by`` should be loaded (select_related) to avoid queries."""
+    return {
+        "id": call.pk,
+        "call_id": call.pbx_call_id,
+        "caller": call.caller,
+        "called": call.called,
+        "trunk": call.trunk.display_name,
+        "trunk_name": call.trunk.name,
+        "received_at": epoch_ms(call.received_at),
+        "deadline": epoch_ms(call.deadline),
+        "last_useful": epoch_ms(call.last_useful_moment()),
+        "status": call.status,
+        "status_label": call.get_status_display(),
+        "version": call.version,
+        "decision": call.decision,
+        "decided_by": user_name(call.decided_by),
+        "decided_by_kind": call.decided_by_kind,
+        "pbx_errcode": call.pbx_errcode,
+        "pbx_errmsg": call.pbx_errmsg,
+        "pbx_round_trip_ms": call.pbx_round_trip_ms,
+        "pbx_outcome": call.pbx_outcome,
+        "outcome_mismatch": call.outcome_mismatch,
+        "history": call.history,
+    }

@@ -1,0 +1,126 @@
+"""Pushing state changes to operator browsers through the channel layer.
+
+Every message is encoded to JSON once per event (not once per operator) and carries a per-stream
+sequence number, so a browser that sees a gap asks for a snapshot. Channel layers are at-most-once;
+the snapshot and the database are the truth, a push is only a fast hint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.cache import cache
+
+log = logging.getLogger("screening.calls.push")
+
+OPERATORS = "operators"
+PUSH_HANDLER = "push.message"  # the consumer method `push_message` forwards the pre-encoded text
+
+_main_loop: asyncio.AbstractEventLoop | None = None
+_seq_lock = threading.Lock()
+
+
+def register_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Remember the server's event loop: the in-memory layer only works on the loop it serves."""
+    global _main_loop
+    _main_loop = loop
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _seq_key(stream: str) -> str:
+    return f"push-seq:{stream}"
+
+
+def _seq_start() -> int:
+    # A counter lost with the cache (Redis restarted) must not start again below the numbers
+    # browsers already hold, or they would take new pushes for stale ones and never resync.
+    # Starting at the clock in ms stays above them while pushes average under 1000 a second.
+    return now_ms()
+
+
+def next_seq(stream: str) -> int:
+    """A sequence number shared by every process (the cache is Redis in the scale-out setup)."""
+    key = _seq_key(stream)
+    with _seq_lock:  # LocMemCache.incr is atomic, but add-then-incr on first use is not
+        try:
+            return cache.incr(key)
+        except ValueError:
+            cache.add(key, _seq_start(), timeout=None)
+            return cache.incr(key)
+
+
+def current_seq(stream: str) -> int:
+    key = _seq_key(stream)
+    value = cache.get(key)
+    if value is None:
+        cache.add(key, _seq_start(), timeout=None)  # so the next push follows on without a gap
+        value = cache.get(key)
+    return int(value) if value is not None else 0
+
+
+def encode(kind: str, stream: str, seq: int, payload: dict[str, Any]) -> str:
+    body = {"type": kind, "stream": stream, "seq": seq, "server_time": now_ms(), **payload}
+    return json.dumps(body, separators=(",", ":"), default=str)
+
+
+def publish(kind: str, payload: dict[str, Any], *, stream: str = OPERATORS) -> int:
+    """Send one message to every consumer in ``stream``; returns its sequence number.
+
+    Safe from any thread: from the server loop it schedules a task, from a worker thread it hands
+    the send to the server loop without waiting, and with no server loop (management commands,
+    tests) it sends synchronously.
+    """
+    seq = next_seq(stream)
+    message = {"type": PUSH_HANDLER, "text": encode(kind, stream, seq, payload)}
+    _dispatch(get_channel_layer().group_send(stream, message))
+    return seq
+
+
+def _dispatch(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is not None:
+        task = running.create_task(coro)
+        _pending.add(task)
+        task.add_done_callback(_task_done)
+        return
+    loop = _main_loop
+    if loop is not None and loop.is_running() and not loop.is_closed():
+        asyncio.run_coroutine_threadsafe(coro, loop).add_done_callback(_future_done)
+        return
+    try:
+        async_to_sync(_await)(coro)
+    except Exception:
+        log.exception("push failed")
+
+
+async def _await(coro: Coroutine[Any, Any, None]) -> None:
+    await coro
+
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+def _task_done(task: asyncio.Task[None]) -> None:
+    _pending.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("push failed: %r", task.exception())
+
+
+def _future_done(future: Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("push failed: %r", future.exception())

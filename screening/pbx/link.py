@@ -1,0 +1,126 @@
+"""The state of the link to the PBX, shared by every process through the cache.
+
+The listener writes it (and re-writes it on every heartbeat); web processes read it for the banner
+and /healthz. A state that stops being refreshed means the listener itself is gone.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+
+from screening.calls import push
+
+KEY = "pbx-link"
+UP = "up"
+CONNECTING = "connecting"
+DOWN = "down"
+AUTH_FAILED = "auth_failed"
+NOT_CONFIGURED = "not_configured"
+WEBHOOK = "webhook"
+
+# States in which the PBX routes inbound calls without anyone screening them.
+UNSCREENED = {CONNECTING, DOWN, AUTH_FAILED, NOT_CONFIGURED}
+
+
+def _stale_after() -> float:
+    return max(3 * settings.PBX_HEARTBEAT_SECONDS, 5.0)
+
+
+def set_state(state: str, detail: str = "") -> dict[str, Any]:
+    """Record the link state; pushes it to operators when it changed."""
+    now = time.time()
+    previous = cache.get(KEY) or {}
+    changed = previous.get("state") != state or previous.get("detail") != detail
+    since = now if previous.get("state") != state else previous.get("since", now)
+    value = {"state": state, "detail": detail, "since": since, "updated": now}
+    cache.set(KEY, value, timeout=None)
+    if changed:
+        push.publish("link", {"link": describe(value)})
+    return value
+
+
+def touch(state: str = UP) -> None:
+    """Refresh the timestamp without changing the state (the listener's heartbeat).
+
+    If the cache lost the state (Redis restarted), record ``state`` again: otherwise every web
+    process would show "listener has not reported" while the link is in fact up.
+    """
+    value = cache.get(KEY)
+    if not value:
+        set_state(state)
+        return
+    value["updated"] = time.time()
+    cache.set(KEY, value, timeout=None)
+
+
+_announced_stale: set[float] = set()  # `since` of the stale episodes this process announced
+
+
+def announce_if_stale() -> bool:
+    """Push the banner when the listener stopped reporting: a dead listener cannot say so itself.
+
+    Run by every process's sweeper; each announces one staleness episode once.
+    """
+    value = cache.get(KEY)
+    if not value or value.get("state") not in {UP, CONNECTING}:
+        return False
+    if time.time() - value.get("updated", 0) <= _stale_after():
+        return False
+    episode = float(value.get("updated", 0))
+    if episode in _announced_stale:
+        return False
+    _announced_stale.add(episode)
+    push.publish("link", {"link": get_state()})
+    return True
+
+
+def get_state() -> dict[str, Any]:
+    value = cache.get(KEY)
+    if value is None:
+        if settings.PBX_EVENTS == "webhook" and settings.PBX_WEBHOOK_SECRET:
+            value = {"state": WEBHOOK, "detail": "", "since": None, "updated": time.time()}
+        elif not settings.PBX_BASE_URL:
+            value = {"state": NOT_CONFIGURED, "detail": "PBX_BASE_URL is not set", "since": None}
+        else:
+            value = {
+                "state": DOWN,
+                "detail": "the PBX listener has not reported yet",
+                "since": None,
+            }
+        return describe(value)
+    if (
+        value["state"] in {UP, CONNECTING}
+        and time.time() - value.get("updated", 0) > _stale_after()
+    ):
+        value = {**value, "state": DOWN, "detail": "the PBX listener stopped reporting"}
+    return describe(value)
+
+
+def describe(value: dict[str, Any]) -> dict[str, Any]:
+    state = value["state"]
+    since = value.get("since")
+    return {
+        "state": state,
+        "detail": value.get("detail", ""),
+        "since": int(since * 1000) if since else None,
+        "unscreened": state in UNSCREENED,
+        "message": _message(state, value.get("detail", "")),
+    }
+
+
+def _message(state: str, detail: str) -> str:
+    messages = {
+        UP: "Connected to the PBX.",
+        WEBHOOK: "Receiving PBX events by webhook.",
+        CONNECTING: "Connecting to the PBX: calls are being routed unscreened.",
+        DOWN: "PBX link down: calls are being routed unscreened.",
+        AUTH_FAILED: "The PBX refused our credentials: calls are being routed unscreened. "
+        "Fix PBX_CLIENT_ID / PBX_CLIENT_SECRET and restart.",
+        NOT_CONFIGURED: "No PBX is configured: calls are not being screened.",
+    }
+    text = messages.get(state, state)
+    return f"{text} ({detail})" if detail and state != UP else text

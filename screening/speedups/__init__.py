@@ -1,0 +1,54 @@
+"""Speedups: the only code that relies on a library's internals (see README.md beside this file).
+
+Each speedup has a name, is on unless the ``SPEEDUPS`` setting leaves it out, and falls back to
+the library's stock behaviour when off. ``WRITTEN_FOR`` pins the exact versions each was written
+against; ``tests/speedups/`` fails when a name it relies on changes upstream, so an upgrade is
+checked before it ships.
+
+Nothing outside this package imports a library's private names. Domain code uses two small,
+stable entry points only: ``priority.urgent()`` (a hint, a no-op without the SQLite queue) and,
+through settings and ``screening.startup``, the classes below.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+# name -> what it replaces (the README says why and what each buys)
+NAMES: dict[str, str] = {
+    "sqlite_queue": "SQLite busy-handler sleeps -> an in-process FIFO queue for write transactions",
+    "memory_layer": "stock InMemoryChannelLayer's O(N^2) broadcast -> an O(N) in-memory layer",
+    "direct_push": "queue + task wake-up per socket -> a push written at once to idle sockets",
+    "no_dispatch_hop": "a thread hop per push per socket -> none for handlers that need no ORM",
+    "prepared_frames": "framing each push once per socket -> once per push (autobahn)",
+}
+
+# The exact versions the speedups were written and measured against (requirements.lock pins
+# them; tests/speedups/test_upstream.py checks the installed ones and the names used).
+WRITTEN_FOR: dict[str, str] = {
+    "Django": "5.2.19",
+    "channels": "4.3.2",
+    "daphne": "4.2.3",
+    "autobahn": "26.10.2",
+    "Twisted": "26.10.0",
+}
+
+
+def parse(raw: str) -> frozenset[str]:
+    """``SPEEDUPS``: ``all`` (default), ``none``, or a comma-separated list of names."""
+    value = raw.strip().lower()
+    if value in {"", "all"}:
+        return frozenset(NAMES)
+    if value in {"none", "off"}:
+        return frozenset()
+    chosen = frozenset(name.strip() for name in value.split(",") if name.strip())
+    unknown = chosen - set(NAMES)
+    if unknown:
+        raise ValueError(f"unknown speedup(s) {sorted(unknown)}; known: {sorted(NAMES)}")
+    return chosen
+
+
+def enabled(name: str) -> bool:
+    if name not in NAMES:
+        raise KeyError(name)
+    return name in getattr(settings, "SPEEDUPS", frozenset(NAMES))

@@ -1,0 +1,164 @@
+"""The one start-up path of every pbxscreen process, and the Daphne runner.
+
+``start`` arms what a process needs besides answering requests: the push path's event loop, the
+sweeper (expiry a dead process left behind, the link banner, the statistics roll-up) and, where
+wanted, the PBX listener. ``serve`` and ``demo`` call it through ``run``, ``pbx_listen`` directly,
+and the ASGI application on its first connection (for a plain ``daphne`` command line). The
+loop and the sweeper are armed once per event loop, so the server's own call and the ASGI one do
+not double up.
+
+The in-memory channel layer only works inside one process and one loop, so the embedded setup
+cannot run the listener beside the server: it must run inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+
+from screening import runtime
+from screening.calls import endings, push
+from screening.calls.intake import handle_event
+from screening.pbx import link
+from screening.pbx.client import PbxClient, PbxNotConfigured
+from screening.pbx.listener import PbxListener
+from screening.reports import rollup
+
+log = logging.getLogger("screening.startup")
+
+SWEEP_INTERVAL = 1.0
+
+
+def make_listener() -> PbxListener:
+    # An auth lockout is kept in the cache on purpose (five failed logins block our IP on the PBX):
+    # with Redis it outlives restarts and holds for every process. New credentials are a clean
+    # slate, and `manage.py pbx_auth_reset` clears it by hand.
+    client = PbxClient.from_settings()
+
+    async def handler(event: Any, arrived: datetime) -> None:
+        await handle_event(event, via="websocket", received_at=arrived)
+
+    return PbxListener(
+        client, handler, heartbeat=settings.PBX_HEARTBEAT_SECONDS, verify=settings.PBX_VERIFY_TLS
+    )
+
+
+def listener_wanted() -> bool:
+    # PBX_LISTENER=off: a web process of the scale-out setup, where `pbx_listen` is the listener.
+    return (
+        settings.PBX_LISTENER and bool(settings.PBX_BASE_URL) and settings.PBX_EVENTS == "websocket"
+    )
+
+
+async def close_listener(listener: PbxListener, *, revoke_token: bool = True) -> None:
+    await listener.stop()
+    if not revoke_token:
+        return
+    try:
+        await runtime.run_blocking(listener.client.del_token)  # frees one of the PBX's 8 slots
+    except Exception as exc:
+        log.warning("could not revoke the PBX token at shutdown: %s", exc)
+
+
+async def sweep_forever(interval: float = SWEEP_INTERVAL) -> None:
+    """Catch calls whose timer or deciding process died, announce a silent listener, roll up the
+    statistics. Cheap: one indexed query per tick, the roll-up every few minutes."""
+    while True:
+        try:
+            await runtime.run_blocking(endings.sweep)
+            await runtime.run_blocking(link.announce_if_stale)
+        except Exception:
+            log.exception("sweep failed")
+        if rollup.due():
+            try:
+                await runtime.run_blocking(rollup.run_if_due)
+            except Exception:
+                log.exception("statistics roll-up failed")
+        await asyncio.sleep(interval)
+
+
+_started: set[int] = set()  # id() of the loops this process has started on
+
+
+async def start(*, listener: bool = False) -> PbxListener | None:
+    """Arm this process on the running loop: the push loop and the sweeper once per loop, plus
+    the PBX listener when asked (only ``run`` and ``pbx_listen`` ask, once). Returns the listener
+    started, if the PBX is configured."""
+    loop = asyncio.get_running_loop()
+    if id(loop) not in _started:
+        _started.add(id(loop))
+        push.register_loop(loop)
+        runtime.spawn(sweep_forever(), "sweeper")
+    if not listener:
+        return None
+    try:
+        pbx_listener = make_listener()
+    except PbxNotConfigured as exc:
+        log.error("PBX listener not started: %s", exc)
+        await runtime.run_blocking(link.set_state, link.NOT_CONFIGURED, str(exc))
+        return None
+    runtime.spawn(pbx_listener.run(), "pbx-listener")
+    return pbx_listener
+
+
+def run(
+    *,
+    host: str,
+    port: int,
+    with_listener: bool,
+    before: Callable[[], Awaitable[None]] | None = None,
+    after: Callable[[], Awaitable[None]] | None = None,
+    verbosity: int = 1,
+) -> None:
+    """Serve until interrupted. ``before``/``after`` run on the server loop at start and stop."""
+    from screening.speedups.framing import server_class
+
+    server = server_class()  # imports Daphne, which installs the asyncio reactor: first
+    from twisted.internet import defer, reactor
+
+    from pbxscreen.asgi import application
+
+    listener: PbxListener | None = None
+
+    async def on_start() -> None:
+        nonlocal listener
+        # What is loaded by now (Django, apps, models) lives as long as the process: frozen, it is
+        # not rescanned by the full collections that hundreds of sockets' objects trigger (one
+        # such pass stalled a 500-operator broadcast for ~0.4 s; docs/performance.md).
+        gc.collect()
+        gc.freeze()
+        if before is not None:
+            await before()
+        listener = await start(listener=with_listener)
+
+    async def on_stop() -> None:
+        if listener is not None:
+            await close_listener(listener)
+        if after is not None:
+            await after()
+
+    def ready() -> None:
+        # Daphne has made the reactor's loop current; tasks created now start with the reactor.
+        asyncio.get_event_loop().create_task(on_start())
+
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(on_stop()))
+    )
+    server(
+        application=application,
+        endpoints=[f"tcp:port={port}:interface={host}"],
+        signal_handlers=True,
+        ready_callable=ready,
+        verbosity=verbosity,
+        action_logger=None,
+        # Behind nginx the peer is always the proxy; the login throttle needs the browser's address.
+        proxy_forwarded_address_header="X-Forwarded-For" if settings.PROXY_HEADERS else None,
+        proxy_forwarded_port_header="X-Forwarded-Port" if settings.PROXY_HEADERS else None,
+        proxy_forwarded_proto_header="X-Forwarded-Proto" if settings.PROXY_HEADERS else None,
+    ).run()

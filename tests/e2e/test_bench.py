@@ -1,0 +1,91 @@
+"""`manage.py bench`, smoke-sized: it runs end to end and writes the result file it promises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.live import ROOT
+
+pytestmark = pytest.mark.live
+
+RESULT_KEYS = {
+    "push",
+    "push_from_inject",
+    "inject_http",
+    "sim_send_after_inject_start",
+    "decide_http",
+    "decide_pbx_round_trip",
+    "decide_others_seen",
+    "decide_all_others_seen",
+}
+SUMMARY_KEYS = {"count", "lost", "min", "mean", "p50", "p90", "p99", "max"}
+
+
+def test_bench_smoke_run_writes_its_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = ["--operators", "2", "--calls", "3", "--gap", "0.2", "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, "manage.py", "bench", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "push: simulator send -> operator screen" in done.stdout
+
+    report = json.loads(out.read_text())
+    assert {"machine", "config", "notes", "results", "errors", "calls"} <= report.keys()
+    assert report["machine"]["cpu_count"] >= 1
+    assert report["config"]["operators"] == 2
+    results = report["results"]
+    assert results.keys() == RESULT_KEYS
+    for name, summary in results.items():
+        assert summary.keys() == SUMMARY_KEYS, name
+        assert summary["lost"] == 0, (name, summary)
+        assert summary["count"] > 0, (name, summary)
+        assert summary["min"] > 0, (name, summary)
+    assert results["push"]["count"] == 3 * 2  # every call reached both operators
+    assert results["decide_http"]["count"] == 3
+    assert results["decide_others_seen"]["count"] == 3  # one other operator per decision
+    assert report["errors"]["decide_failures"] == 0
+    assert report["errors"]["seq_gaps"] == 0
+    measured = [c for c in report["calls"] if not c["warmup"]]
+    assert len(measured) == 3
+    assert all(c["decided_status"] == "accepted" for c in measured)
+
+
+def test_bench_suite_smoke_run_writes_its_json(tmp_path: Path) -> None:
+    """`bench --smoke`: every part of the suite runs end to end (embedded, a few operators)."""
+    out = tmp_path / "suite.json"
+    done = subprocess.run(
+        [sys.executable, "manage.py", "bench", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "floor (raw websockets)" in done.stdout
+    assert "fd limit used" in done.stdout
+
+    (setup,) = json.loads(out.read_text())["suite"]
+    assert setup["setup"] == "embedded"
+    assert {"push", "decide", "throughput", "memory", "machine", "fd_limit"} <= setup.keys()
+    for n, row in setup["push"].items():
+        assert row["product"]["count"] == 2 * int(n), row  # every call reached every operator
+        assert row["product"]["lost"] == row["floor"]["lost"] == 0, row
+        assert row["floor"]["count"] == 2 * int(n), row
+        assert row["ratio_p99"] is not None
+    for row in setup["decide"].values():
+        assert row["errors"] == 0
+        assert row["server_share"]["count"] > 0
+        assert row["post_to_pbx_accept"]["count"] > 0
+        assert row["post_to_others_see_outcome"]["lost"] == 0
+    assert setup["throughput"]["steps"]
+    assert setup["memory"]["rss_connected_kb"] > 0

@@ -1,0 +1,294 @@
+"""The speedups in isolation: the in-memory layer, the consumer's dispatch and direct delivery,
+SQLite's fair write lock."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, ClassVar
+
+import channels.consumer
+import pytest
+from channels.exceptions import ChannelFull
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.testing import WebsocketCommunicator
+
+from screening.speedups.backends.sqlite3.base import FairLock
+from screening.speedups.consumer import PushConsumerMixin
+from screening.speedups.layer import FastInMemoryChannelLayer
+
+
+def run_async(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+# --- the layer ------------------------------------------------------------------------------
+
+
+@run_async
+async def test_group_send_reaches_every_member_once() -> None:
+    layer = FastInMemoryChannelLayer(capacity=10)
+    names = [await layer.new_channel() for _ in range(50)]
+    for name in names:
+        await layer.group_add("ops", name)
+    await layer.group_send("ops", {"type": "push.message", "text": "hi", "nested": {"a": 1}})
+    got = [await asyncio.wait_for(layer.receive(name), 1) for name in names]
+    assert all(m["text"] == "hi" for m in got)
+    got[0]["text"] = "changed"  # each member has its own top-level dict
+    assert got[1]["text"] == "hi"
+    assert all(not inbox.items for inbox in layer.inboxes.values())
+
+
+@run_async
+async def test_a_receiver_that_goes_away_drops_its_inbox() -> None:
+    layer = FastInMemoryChannelLayer()
+    name = await layer.new_channel()
+    waiting = asyncio.ensure_future(layer.receive(name))
+    await asyncio.sleep(0.01)
+    assert name in layer.inboxes
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert name not in layer.inboxes
+
+
+@run_async
+async def test_group_discard_stops_delivery() -> None:
+    layer = FastInMemoryChannelLayer()
+    a, b = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("ops", a)
+    await layer.group_add("ops", b)
+    await layer.group_discard("ops", b)
+    await layer.group_send("ops", {"type": "x"})
+    assert (await layer.receive(a))["type"] == "x"
+    assert b not in layer.inboxes
+
+
+@run_async
+async def test_stale_messages_expire_and_their_channel_leaves_groups() -> None:
+    layer = FastInMemoryChannelLayer(expiry=0.05, sweep_interval=0.0)
+    stale, live = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("ops", stale)
+    await layer.group_add("ops", live)
+    await layer.group_send("ops", {"type": "old"})
+    await asyncio.sleep(0.1)
+    await layer.group_send("ops", {"type": "trigger"})  # its sweep runs first (interval 0)
+    # Nobody received "old" in time: it was dropped and both channels left the group, as stock.
+    assert not layer.groups.get("ops")
+    assert not layer.inboxes
+    await layer.send(stale, {"type": "new"})
+    assert (await asyncio.wait_for(layer.receive(stale), 1))["type"] == "new"
+
+
+@run_async
+async def test_receive_skips_an_expired_head_message() -> None:
+    layer = FastInMemoryChannelLayer(expiry=0.05, sweep_interval=3600)
+    name = await layer.new_channel()
+    await layer.send(name, {"type": "old"})
+    await asyncio.sleep(0.1)
+    layer.expiry = 60
+    await layer.send(name, {"type": "new"})
+    assert (await asyncio.wait_for(layer.receive(name), 1))["type"] == "new"
+
+
+@run_async
+async def test_capacity_is_respected() -> None:
+    layer = FastInMemoryChannelLayer(capacity=2)
+    full, roomy = await layer.new_channel(), await layer.new_channel()
+    await layer.send(full, {"type": "1"})
+    await layer.send(full, {"type": "2"})
+    with pytest.raises(ChannelFull):
+        await layer.send(full, {"type": "3"})
+    await layer.group_add("ops", full)
+    await layer.group_add("ops", roomy)
+    await layer.group_send("ops", {"type": "g"})  # the full member misses it, the other gets it
+    assert [(await layer.receive(full))["type"] for _ in range(2)] == ["1", "2"]
+    assert (await layer.receive(roomy))["type"] == "g"
+
+
+@run_async
+async def test_the_full_sweep_runs_at_most_once_per_interval(monkeypatch: Any) -> None:
+    layer = FastInMemoryChannelLayer(sweep_interval=3600)
+    sweeps = []
+    monkeypatch.setattr(layer, "sweep", lambda: sweeps.append(1))
+    names = [await layer.new_channel() for _ in range(20)]
+    for name in names:
+        await layer.group_add("ops", name)
+    for _ in range(5):
+        await layer.group_send("ops", {"type": "x"})
+    for name in names:
+        for _ in range(5):
+            await layer.receive(name)
+    assert sweeps == []
+
+
+# --- the consumer ---------------------------------------------------------------------------
+
+
+class EchoConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
+    orm_free_handlers = frozenset({"push.message"})
+
+    async def connect(self) -> None:
+        await self.channel_layer.group_add("ops", self.channel_name)
+        await self.accept()
+        self.attach_direct()
+        await self.send(text_data="snapshot")
+
+    async def disconnect(self, code: int) -> None:
+        self.detach_direct()
+        await self.channel_layer.group_discard("ops", self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        await self.send(text_data=f"echo:{text_data}")
+
+    async def push_message(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["text"])
+
+
+@pytest.fixture
+def fast_layer(settings: Any) -> None:
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "screening.speedups.layer.FastInMemoryChannelLayer"}
+    }
+
+
+@pytest.mark.usefixtures("fast_layer")
+@run_async
+async def test_consumer_forwards_pushes_in_order_without_a_thread_hop(monkeypatch: Any) -> None:
+    hops: list[int] = []
+
+    async def counting_close() -> None:
+        hops.append(1)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counting_close)
+    from channels.layers import get_channel_layer
+
+    communicator = WebsocketCommunicator(EchoConsumer.as_asgi(), "/ws/")
+    connected, _ = await communicator.connect()
+    assert connected
+    assert await communicator.receive_from() == "snapshot"
+    hops_after_connect = len(hops)
+    assert hops_after_connect == 1  # websocket.connect keeps the stock close_old_connections
+    layer = get_channel_layer()
+    for i in range(20):
+        await layer.group_send("ops", {"type": "push.message", "text": f"m{i}"})
+    assert [await communicator.receive_from() for _ in range(20)] == [f"m{i}" for i in range(20)]
+    assert len(hops) == hops_after_connect  # no hop per push
+    await communicator.send_to(text_data="hello")
+    assert await communicator.receive_from() == "echo:hello"
+    assert len(hops) == hops_after_connect + 1
+    await communicator.disconnect()
+    assert not layer.groups.get("ops")
+
+
+class DirectConsumer(EchoConsumer):
+    """Takes pushes at once when idle (direct_handlers); "slow" holds a handler open."""
+
+    direct_handlers: ClassVar[dict[str, str]] = {"push.message": "push_now"}
+    release: asyncio.Event
+    taken_directly: list[str]
+
+    def push_now(self, event: dict[str, Any]) -> bool:
+        type(self).taken_directly.append(event["text"])
+        # The communicator's output queue: written synchronously, as a socket write would be.
+        self.base_send.__self__.put_nowait({"type": "websocket.send", "text": event["text"]})  # type: ignore[attr-defined]
+        return True
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data == "slow":
+            await type(self).release.wait()
+        await self.send(text_data=f"done:{text_data}")
+
+
+@pytest.mark.usefixtures("fast_layer")
+@run_async
+async def test_idle_consumers_take_pushes_at_once_and_busy_ones_keep_the_order() -> None:
+    from channels.layers import get_channel_layer
+
+    DirectConsumer.release, DirectConsumer.taken_directly = asyncio.Event(), []
+    communicator = WebsocketCommunicator(DirectConsumer.as_asgi(), "/ws/")
+    assert (await communicator.connect())[0]
+    assert await communicator.receive_from() == "snapshot"
+    layer = get_channel_layer()
+    await layer.group_send("ops", {"type": "push.message", "text": "a"})
+    assert DirectConsumer.taken_directly == ["a"]  # idle: written during group_send itself
+    await communicator.send_to(text_data="slow")
+    await asyncio.sleep(0.05)  # the "slow" handler is now running
+    for text in ("b", "c"):
+        await layer.group_send("ops", {"type": "push.message", "text": text})
+    assert DirectConsumer.taken_directly == ["a"]  # busy: queued behind the running handler
+    DirectConsumer.release.set()
+    frames = [await communicator.receive_from() for _ in range(4)]
+    assert frames == ["a", "done:slow", "b", "c"]
+    await asyncio.sleep(0.01)
+    await layer.group_send("ops", {"type": "push.message", "text": "d"})
+    assert await communicator.receive_from() == "d"
+    assert DirectConsumer.taken_directly == ["a", "d"]  # idle again
+    await communicator.disconnect()
+    assert not layer.sinks  # detached with the consumer
+
+
+# --- SQLite's fair write lock ---------------------------------------------------------------
+
+
+def test_fair_lock_hands_over_in_arrival_order() -> None:
+    lock = FairLock()
+    assert lock.acquire(1)
+    order: list[int] = []
+    threads = []
+    for i in range(8):
+        thread = threading.Thread(
+            target=lambda i=i: (lock.acquire(5), order.append(i), lock.release())
+        )
+        thread.start()
+        threads.append(thread)
+        time.sleep(0.02)  # arrive one after the other
+    lock.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == list(range(8))
+    assert not lock.locked
+
+
+def test_fair_lock_serves_urgent_waiters_first_each_in_arrival_order() -> None:
+    lock = FairLock()
+    assert lock.acquire(1)
+    order: list[str] = []
+    threads = []
+    arrivals = [("background-1", False), ("urgent-1", True), ("background-2", False)]
+    arrivals += [("urgent-2", True)]
+    for name, urgent in arrivals:
+        thread = threading.Thread(
+            target=lambda n=name, u=urgent: (
+                lock.acquire(5, urgent=u),
+                order.append(n),
+                lock.release(),
+            )
+        )
+        thread.start()
+        threads.append(thread)
+        time.sleep(0.02)  # arrive one after the other
+    lock.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == ["urgent-1", "urgent-2", "background-1", "background-2"]
+    assert not lock.locked
+
+
+def test_fair_lock_times_out() -> None:
+    lock = FairLock()
+    assert lock.acquire(1)
+    got: list[bool] = []
+    thread = threading.Thread(target=lambda: got.append(lock.acquire(0.05)))
+    thread.start()
+    thread.join(2)
+    assert got == [False]
+    lock.release()
+    assert not lock.locked

@@ -1,0 +1,81 @@
+"""The names and behaviours of the libraries that screening/speedups relies on.
+
+A failure here means an upgrade changed something a speedup depends on: re-read the speedup
+against the new version, re-measure it (docs/performance.md), then update ``WRITTEN_FOR``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from screening import speedups
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("package", sorted(speedups.WRITTEN_FOR))
+def test_installed_versions_are_the_ones_the_speedups_were_written_for(package: str) -> None:
+    assert version(package) == speedups.WRITTEN_FOR[package]
+
+
+@pytest.mark.parametrize("package", sorted(speedups.WRITTEN_FOR))
+def test_the_lock_file_pins_them_exactly(package: str) -> None:
+    lock = (ROOT / "requirements.lock").read_text().lower().split()
+    assert f"{package.lower()}=={speedups.WRITTEN_FOR[package]}" in lock
+
+
+def test_channels_layer_interface_used_by_the_memory_layer() -> None:
+    from channels.layers import BaseChannelLayer
+
+    for name in ("get_capacity", "require_valid_channel_name", "require_valid_group_name"):
+        assert callable(getattr(BaseChannelLayer, name)), name
+    assert "channel_capacity" in inspect.signature(BaseChannelLayer.__init__).parameters
+
+
+def test_channels_dispatch_is_the_hook_the_consumer_overrides() -> None:
+    import channels.consumer
+    from channels.consumer import AsyncConsumer, get_handler_name
+
+    assert get_handler_name({"type": "push.message"}) == "push_message"
+    # What no_dispatch_hop skips for ORM-free handlers: stock dispatch's hop per message.
+    assert "aclose_old_connections" in inspect.getsource(AsyncConsumer.dispatch)
+    assert callable(channels.consumer.aclose_old_connections)
+
+
+def test_daphne_server_hands_the_protocol_to_create_application() -> None:
+    from daphne.server import Server
+    from daphne.ws_protocol import WebSocketProtocol
+
+    assert list(inspect.signature(Server.create_application).parameters) == [
+        "self",
+        "protocol",
+        "scope",
+    ]
+    assert issubclass(WebSocketProtocol, object)
+    for option in ("ready_callable", "proxy_forwarded_address_header", "action_logger"):
+        assert option in inspect.signature(Server.__init__).parameters, option
+
+
+def test_autobahn_prepared_messages() -> None:
+    from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
+
+    params = inspect.signature(PreparedMessage.__init__).parameters
+    assert list(params)[1:] == ["payload", "isBinary", "applyMask", "doNotCompress"]
+    assert callable(WebSocketProtocol.sendPreparedMessage)
+    assert WebSocketProtocol.STATE_OPEN == 3
+    frame = PreparedMessage(b"hi", isBinary=False, applyMask=False, doNotCompress=True)
+    assert frame.payloadHybi == b"\x81\x02hi"  # one unmasked text frame, framed once
+
+
+def test_django_sqlite_starts_transactions_with_begin_through_a_cursor() -> None:
+    from django.db.backends.sqlite3 import base
+
+    source = inspect.getsource(base.DatabaseWrapper._start_transaction_under_autocommit)
+    assert 'self.cursor().execute(f"BEGIN {self.transaction_mode}")' in source
+    assert callable(base.SQLiteCursorWrapper.execute)
+    for name in ("create_cursor", "commit", "rollback", "close"):
+        assert callable(getattr(base.DatabaseWrapper, name)), name

@@ -1,0 +1,87 @@
+"""Who may open what: every page and endpoint for anonymous users, operators (decide_call only)
+and supervisors (view_audit only)."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from screening.models import Call
+from tests.support.live import make_user
+from tests.support.reporting import build_history
+
+pytestmark = pytest.mark.django_db
+
+ANONYMOUS, OPERATOR, SUPERVISOR = "anonymous", "operator", "supervisor"
+LOGIN = "login"  # a redirect to the login page
+
+# url template -> expected status per role
+PAGES = {
+    "/": {ANONYMOUS: LOGIN, OPERATOR: 200, SUPERVISOR: 403},
+    "/audit/": {ANONYMOUS: LOGIN, OPERATOR: 403, SUPERVISOR: 200},
+    "/audit/?outcome=expired&sort=caller": {ANONYMOUS: LOGIN, OPERATOR: 403, SUPERVISOR: 200},
+    "/audit/{pk}/": {ANONYMOUS: LOGIN, OPERATOR: 403, SUPERVISOR: 200},
+    "/audit/export.csv": {ANONYMOUS: LOGIN, OPERATOR: 403, SUPERVISOR: 200},
+    "/stats/": {ANONYMOUS: LOGIN, OPERATOR: 403, SUPERVISOR: 200},
+    "/stats/?month=2026-03&by=hour": {ANONYMOUS: LOGIN, OPERATOR: 403, SUPERVISOR: 200},
+    "/supervisor/": {ANONYMOUS: LOGIN, OPERATOR: 403, SUPERVISOR: 200},
+    # JSON endpoints answer JSON, never a login page
+    "/supervisor/state.json": {ANONYMOUS: 401, OPERATOR: 403, SUPERVISOR: 200},
+}
+
+
+def client_for(role: str) -> Client:
+    client = Client()
+    if role == OPERATOR:
+        client.force_login(make_user("olga", group="Operators"))
+    elif role == SUPERVISOR:
+        client.force_login(make_user("sam", group="Supervisors"))
+    return client
+
+
+@pytest.mark.parametrize("role", [ANONYMOUS, OPERATOR, SUPERVISOR])
+def test_every_page_for_every_role(role: str) -> None:
+    history = build_history()
+    client = client_for(role)
+    for template, expected in PAGES.items():
+        url = template.format(pk=history.calls[0].pk)
+        response = client.get(url)
+        want = expected[role]
+        if want == LOGIN:
+            assert response.status_code == 302, url
+            assert response["Location"].startswith("/login/?next="), url
+        else:
+            assert response.status_code == want, f"{role} {url}: {response.status_code}"
+        if url.endswith(".json"):
+            assert response["Content-Type"] == "application/json", url
+
+
+# The decide view reads the session in a worker thread (its own database connection), so the
+# session must be committed.
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("role", "status"), [(ANONYMOUS, 401), (SUPERVISOR, 403)])
+@pytest.mark.parametrize("action", ["accept", "refuse"])
+def test_only_operators_may_decide(role: str, status: int, action: str) -> None:
+    call = build_history().calls[0]
+    response = client_for(role).post(f"/calls/{call.pk}/{action}")
+    assert response.status_code == status
+    assert response.json()["ok"] is False
+    assert Call.objects.get(pk=call.pk).status == call.status  # untouched
+
+
+def test_reports_are_read_only() -> None:
+    call = build_history().calls[0]
+    client = client_for(SUPERVISOR)
+    for url in ("/audit/", f"/audit/{call.pk}/", "/audit/export.csv", "/stats/", "/supervisor/"):
+        assert client.post(url).status_code == 405, url
+
+
+def test_the_navigation_shows_what_each_role_may_open() -> None:
+    supervisor = client_for(SUPERVISOR).get("/audit/").content.decode()
+    assert 'href="/audit/"' in supervisor
+    assert 'href="/stats/"' in supervisor
+    assert 'href="/supervisor/"' in supervisor
+    assert ">Live calls<" not in supervisor
+    operator = client_for(OPERATOR).get("/").content.decode()
+    assert 'href="/audit/"' not in operator
+    assert ">Live calls<" in operator
