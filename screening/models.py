@@ -93,7 +93,6 @@ class CallStatus(models.TextChoices):
 
 
 OPEN_STATUSES = (CallStatus.PENDING, CallStatus.DECIDING)
-TERMINAL_STATUSES = tuple(s for s in CallStatus if s not in OPEN_STATUSES)
 
 
 class Decision(models.TextChoices):
@@ -259,10 +258,6 @@ class Call(models.Model):
     def __str__(self) -> str:
         return f"{self.caller or 'withheld'} → {self.called} ({self.pbx_call_id})"
 
-    @property
-    def is_open(self) -> bool:
-        return self.status in OPEN_STATUSES
-
     def last_useful_moment(self) -> Any:
         """The last moment a decision can still be sent: the deadline minus the safety margin."""
         return self.deadline - timedelta(seconds=settings.SCREEN_SAFETY_MARGIN_SECONDS)
@@ -274,7 +269,6 @@ class AuditKind(models.TextChoices):
     TRUNK_CREATED = "trunk_created", "Unknown trunk created"
     PUSHED = "pushed", "Pushed to operators"
     CLAIMED = "claimed", "Claimed for a decision"
-    CLAIM_REJECTED = "claim_rejected", "Claim rejected"
     PBX_REQUEST = "pbx_request", "Request sent to the PBX"
     PBX_RESPONSE = "pbx_response", "PBX answered"
     ACCEPTED = "accepted", "Accepted"

@@ -8,12 +8,12 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from screening.calls.payload import user_name
 from screening.models import AuditEvent, AuditKind, Call
-from screening.presenters import user_name
 from screening.reports.audit import AuditRow, Ordering, ordered, query_rows
 
 # Kinds a supervisor should notice at a glance (styled as warnings on the page).
-ALERT_KINDS = {AuditKind.FAILED, AuditKind.MISMATCH, AuditKind.EXPIRED, AuditKind.CLAIM_REJECTED}
+ALERT_KINDS = {AuditKind.FAILED, AuditKind.MISMATCH, AuditKind.EXPIRED}
 # Detail keys shown first and by name; the rest follow in stored order.
 DETAIL_LABELS = {
     "errcode": "errcode",
