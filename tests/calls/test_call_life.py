@@ -4,6 +4,7 @@ database pool, the request in the PBX pool, the record) against the simulator.""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -121,6 +122,36 @@ def test_decide_against_the_pbx_from_this_process() -> None:
         assert "Already decided by bob" in again.reason
         assert sim.call(sent["call_id"])["outcome"] == "refused"
         assert len(sim.log("call/accept_inbound")) == 0
+
+
+def test_a_claimed_decision_is_carried_out_when_whoever_asked_goes_away() -> None:
+    """A browser closing mid-request cancels the view; the PBX must still get the decision it
+    was promised and the record must say what the PBX answered, not leave the call deciding."""
+    with SimulatorThread(call_rate=0.0) as sim:
+        sim.set_faults(latency_ms=300)  # the PBX takes its time: the caller leaves before it
+        sent = sim.inject("07700900123", "02079460000", "peer-to-41")
+        event = IncomingCall(
+            sent["call_id"], sent["channel_id"], "077", "020", "peer-to-41", "S", ""
+        )
+        call = intake.receive_call(event, via="test").call
+        client = PbxClient(sim.base_url, sim.client_id, sim.client_secret, cache=cache)
+        dora = make_user("dora")
+
+        async def ask_then_leave() -> None:
+            asking = asyncio.ensure_future(
+                decisions.decide(call.pk, "accept", user=dora, client=client)
+            )
+            await asyncio.sleep(0.1)  # claimed, the request on its way
+            asking.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asking
+            await asyncio.sleep(1.5)  # the shielded task finishes on this loop
+
+        asyncio.run(ask_then_leave())
+        call.refresh_from_db()
+        assert call.status == CallStatus.ACCEPTED
+        assert sim.call(sent["call_id"])["outcome"] == "accepted"
+        assert AuditEvent.objects.filter(call=call, kind="pbx_response").count() == 1
 
 
 def test_a_dead_pbx_is_a_recorded_failure() -> None:
