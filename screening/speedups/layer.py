@@ -69,8 +69,9 @@ class _Inbox:
 
     @property
     def idle(self) -> bool:
-        """A receiver waits on an empty inbox: nothing of this channel is queued or in hand."""
-        return not self.items and any(not w.done() for w in self.waiters)
+        """A receiver waits on an empty inbox: nothing of this channel is queued or in hand.
+        (A waiter leaves the deque when it is woken or cancelled, so one there is waiting.)"""
+        return not self.items and bool(self.waiters)
 
     async def wait(self) -> None:
         waiter = asyncio.get_running_loop().create_future()
