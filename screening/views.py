@@ -18,7 +18,7 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from screening.calls import decisions
+from screening.calls import decisions, store
 from screening.calls.access import may_decide
 from screening.calls.intake import handle_event
 from screening.calls.payload import call_payload
@@ -100,7 +100,7 @@ def _claim_request(
     if pk > MAX_PK:  # <int:> takes any digits; the database would fail on an out-of-range key
         return _error(404, "No such call.")
     # Loaded once, with what the push needs: the claim then updates this copy, not a reload.
-    call = Call.objects.select_related("trunk", "decided_by").get(pk=pk)
+    call = store.load(pk)
     if not may_decide(user, call.trunk):
         raise PermissionDenied
     return decisions.claim(call, action, user=user)
