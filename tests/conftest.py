@@ -94,8 +94,10 @@ def live_factory(transactional_db: None, tmp_path: Path) -> Iterator[LiveFactory
     """Start a simulator and a `manage.py serve` process connected to it (WebSocket events)."""
     started: list[Live] = []
 
-    def start(window: float = TEST_WINDOW, **env: str) -> Live:
-        sim = SimulatorThread(call_rate=0.0, window_seconds=window).start()
+    def start(
+        window: float = TEST_WINDOW, sim_options: dict[str, Any] | None = None, **env: str
+    ) -> Live:
+        sim = SimulatorThread(call_rate=0.0, window_seconds=window, **(sim_options or {})).start()
         try:
             server = start_server(
                 tmp_path,

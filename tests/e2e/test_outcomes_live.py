@@ -2,48 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from screening.models import AuditEvent, Call
-from screening.simulator import SimulatorThread
-from tests.conftest import TEST_WINDOW, Live
-from tests.support.live import make_user, session_for, start_server, wait_for
+from tests.conftest import Live, LiveFactory
+from tests.support.live import make_user, session_for, wait_for
 from tests.support.sockets import OperatorSocket
 
 pytestmark = pytest.mark.live
 
 
 @pytest.fixture
-def answering_live(transactional_db: None, tmp_path: Path) -> Iterator[Live]:
+def answering_live(live_factory: LiveFactory) -> Live:
     """A PBX whose extensions always answer, quickly, so every routed call ends in a CDR soon."""
-    sim = SimulatorThread(
-        call_rate=0.0,
-        window_seconds=TEST_WINDOW,
-        answer_probability=1.0,
-        ring_seconds=(0.05, 0.1),
-        talk_seconds=(0.1, 0.2),
-    ).start()
-    try:
-        server = start_server(
-            tmp_path,
-            {
-                "PBX_BASE_URL": sim.base_url,
-                "PBX_CLIENT_ID": sim.client_id,
-                "PBX_CLIENT_SECRET": sim.client_secret,
-                "SCREEN_WINDOW_SECONDS": str(TEST_WINDOW),
-                "PBX_HEARTBEAT_SECONDS": "1",
-            },
-        )
-    except BaseException:
-        sim.stop()
-        raise
-    yield Live(sim, server, TEST_WINDOW)
-    server.stop()
-    sim.stop()
+    return live_factory(
+        sim_options={
+            "answer_probability": 1.0,
+            "ring_seconds": (0.05, 0.1),
+            "talk_seconds": (0.1, 0.2),
+        }
+    )
 
 
 def confirmed(live: Live, sent: dict[str, Any], pbx_outcome: str) -> Call:
