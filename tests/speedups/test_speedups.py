@@ -8,17 +8,16 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, ClassVar
+from typing import Any
 
 import channels.consumer
 import pytest
 from channels.exceptions import ChannelFull
-from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.testing import WebsocketCommunicator
 
 from screening.speedups.backends.sqlite3.base import FairLock
-from screening.speedups.consumer import PushConsumerMixin
 from screening.speedups.layer import FastInMemoryChannelLayer
+from tests.support.consumers import DirectConsumer, EchoConsumer
 
 
 def run_async(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -132,26 +131,6 @@ async def test_the_full_sweep_runs_at_most_once_per_interval(monkeypatch: Any) -
 # --- the consumer ---------------------------------------------------------------------------
 
 
-class EchoConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
-    orm_free_handlers = frozenset({"push.message"})
-
-    async def connect(self) -> None:
-        await self.channel_layer.group_add("ops", self.channel_name)
-        await self.accept()
-        self.attach_direct()
-        await self.send(text_data="snapshot")
-
-    async def disconnect(self, code: int) -> None:
-        self.detach_direct()
-        await self.channel_layer.group_discard("ops", self.channel_name)
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        await self.send(text_data=f"echo:{text_data}")
-
-    async def push_message(self, event: dict[str, Any]) -> None:
-        await self.send(text_data=event["text"])
-
-
 @pytest.fixture
 def fast_layer(settings: Any) -> None:
     settings.CHANNEL_LAYERS = {
@@ -186,25 +165,6 @@ async def test_consumer_forwards_pushes_in_order_without_a_thread_hop(monkeypatc
     assert len(hops) == hops_after_connect + 1
     await communicator.disconnect()
     assert not layer.groups.get("ops")
-
-
-class DirectConsumer(EchoConsumer):
-    """Takes pushes at once when idle (direct_handlers); "slow" holds a handler open."""
-
-    direct_handlers: ClassVar[dict[str, str]] = {"push.message": "push_now"}
-    release: asyncio.Event
-    taken_directly: list[str]
-
-    def push_now(self, event: dict[str, Any]) -> bool:
-        type(self).taken_directly.append(event["text"])
-        # The communicator's output queue: written synchronously, as a socket write would be.
-        self.base_send.__self__.put_nowait({"type": "websocket.send", "text": event["text"]})  # type: ignore[attr-defined]
-        return True
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if text_data == "slow":
-            await type(self).release.wait()
-        await self.send(text_data=f"done:{text_data}")
 
 
 @pytest.mark.usefixtures("fast_layer")

@@ -14,7 +14,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from screening import speedups
-from tests.speedups.test_speedups import DirectConsumer
+from tests.support.consumers import DirectConsumer
 
 ROOT = Path(__file__).resolve().parents[2]
 
