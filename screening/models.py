@@ -290,7 +290,11 @@ class AuditQuerySet(models.QuerySet["AuditEvent"]):
 
 
 class AuditEvent(models.Model):
-    """Append-only record of everything that happened to a call."""
+    """Append-only record of everything that happened to a call.
+
+    The methods below refuse early; the database refuses too (triggers, migration 0006), whatever
+    path a change takes. The one sanctioned rewrite is screening.calls.audit_rewrite.
+    """
 
     call = models.ForeignKey(Call, on_delete=models.PROTECT, related_name="audit_events")
     at = models.DateTimeField(default=timezone.now, db_index=True)
