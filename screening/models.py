@@ -11,6 +11,7 @@ from django.db import models
 from django.utils import timezone
 
 from screening.calls.numbers import normalise_pattern
+from screening.pbx import events as wire
 
 
 class FallbackPolicy(models.TextChoices):
@@ -22,10 +23,14 @@ class FallbackPolicy(models.TextChoices):
 class Trunk(models.Model):
     """A PBX trunk, matched by the name the PBX puts in ``trunk_name``."""
 
+    # Column widths of what the PBX sends come from the parser's limits (screening.pbx.events),
+    # so every value it lets through fits.
     name = models.CharField(
-        max_length=128, unique=True, help_text="Trunk name exactly as on the PBX"
+        max_length=wire.TRUNK_NAME_CHARS, unique=True, help_text="Trunk name exactly as on the PBX"
     )
-    label = models.CharField(max_length=128, blank=True, help_text="What operators see")
+    label = models.CharField(
+        max_length=wire.TRUNK_NAME_CHARS, blank=True, help_text="What operators see"
+    )
     screening_enabled = models.BooleanField(
         default=True,
         help_text="Off: calls on this trunk are accepted at once, without an operator.",
@@ -201,11 +206,13 @@ class PbxOutcome(models.TextChoices):
 class Call(models.Model):
     """One inbound call offered by the PBX through event 30016."""
 
-    pbx_call_id = models.CharField(max_length=64)
-    channel_id = models.CharField(max_length=256)
-    pbx_sn = models.CharField(max_length=64, blank=True)
-    caller = models.CharField(max_length=64, blank=True, db_index=True)
-    called = models.CharField(max_length=64, blank=True)
+    # Widths from the parser's limits (screening.pbx.events): a longer value arrives shortened,
+    # with the original in the call's "received" audit row.
+    pbx_call_id = models.CharField(max_length=wire.CALL_ID_CHARS)
+    channel_id = models.CharField(max_length=wire.CHANNEL_ID_CHARS)
+    pbx_sn = models.CharField(max_length=wire.SN_CHARS, blank=True)
+    caller = models.CharField(max_length=wire.NUMBER_CHARS, blank=True, db_index=True)
+    called = models.CharField(max_length=wire.NUMBER_CHARS, blank=True)
     trunk = models.ForeignKey(Trunk, on_delete=models.PROTECT, related_name="calls")
 
     received_at = models.DateTimeField(db_index=True)

@@ -44,6 +44,8 @@ async def handle_event(event: Event, *, via: str, received_at: datetime | None =
     ``received_at`` is when the frame reached us: the PBX's 10 s started when it sent the event,
     so time spent queued here must count against the window, not extend it.
     """
+    if event.clipped:
+        _log_clipped(event)
     if isinstance(event, IncomingCall):
         received_at = received_at or timezone.now()
         received = await run_blocking(receive_call, event, via=via, received_at=received_at)
@@ -108,6 +110,8 @@ def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None 
                     channel_id=event.channel_id,
                     trunk_name=event.trunk_name,
                     member_status=event.member_status,
+                    # The fields kept shortened to fit (screening.pbx.events), as the PBX sent them.
+                    **({"clipped": dict(event.clipped)} if event.clipped else {}),
                 )
             ]
             if trunk_created:
@@ -131,6 +135,19 @@ def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None 
     if trunk_created:
         log.warning("call %s arrived on unknown trunk %r: created it", event.call_id, trunk.name)
     return Received(call, created=True, auto_decision=decided)
+
+
+def _log_clipped(event: Event) -> None:
+    """Say which fields the parser shortened to fit (a 30016's audit row keeps them as sent)."""
+    fields = ", ".join(f"{path} ({len(sent)} characters)" for path, sent in event.clipped)
+    where = " (as sent: in the call's audit trail)" if isinstance(event, IncomingCall) else ""
+    log.warning(
+        "PBX event %s for call %s: fields longer than we store, kept shortened: %s%s",
+        type(event).__name__,
+        getattr(event, "call_id", "-"),
+        fields,
+        where,
+    )
 
 
 def _trunk_for(name: str) -> tuple[Trunk, bool]:

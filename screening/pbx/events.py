@@ -5,9 +5,12 @@ comes from the PBX (WebSocket text frames, webhook bodies) goes through :func:`p
 :func:`parse_event`, and anything malformed raises :class:`EventError` and nothing else, so the
 listener can log the frame and carry on.
 
-Kept strings are trimmed (the PBX sends blanks as ``" "``), bounded to :data:`MAX_FIELD_CHARS` and
-free of control characters and lone surrogates (PostgreSQL rejects NUL and SQLite/psycopg cannot
-encode surrogates), so a garbage frame cannot bloat or break the database.
+Kept strings are trimmed (the PBX sends blanks as ``" "``) and free of control characters and lone
+surrogates (PostgreSQL rejects NUL and SQLite/psycopg cannot encode surrogates). Each is bounded by
+its field's limit below, which is also the width of the column that stores it, so whatever this
+module lets through can be stored: a longer value is kept shortened, and the event carries the
+original (``clipped``) for the audit trail. A call with an odd field is still screened; only a
+channel id too long to keep is refused, because the PBX needs it back exactly to accept or refuse.
 """
 
 from __future__ import annotations
@@ -18,7 +21,15 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 MAX_FRAME_BYTES = 64 * 1024
-MAX_FIELD_CHARS = 256
+
+# The longest value kept of each field. screening.models declares the columns that store these
+# fields with the same constants: one number per field, from the wire to the database.
+CALL_ID_CHARS = 64  # Call.pbx_call_id; 30011/30012 are matched on the same shortened id
+CHANNEL_ID_CHARS = 256  # Call.channel_id; never shortened (the PBX needs it back exactly)
+SN_CHARS = 64  # Call.pbx_sn
+NUMBER_CHARS = 64  # Call.caller, Call.called, and every other number the PBX sends
+TRUNK_NAME_CHARS = 128  # Trunk.name (and Trunk.label, which starts as the name)
+MAX_FIELD_CHARS = 256  # any other kept string (statuses, times): the audit trail's detail only
 # Event durations and IDs fit comfortably; anything larger is garbage (and would overflow a
 # PostgreSQL integer column).
 MAX_INT = 2**31 - 1
@@ -46,6 +57,8 @@ class IncomingCall:
     trunk_name: str
     sn: str
     member_status: str
+    # (field path, value as sent) of every field kept shortened to its limit, for the audit.
+    clipped: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +79,7 @@ class CallStateChanged:
     call_id: str
     sn: str
     members: tuple[CallMember, ...]
+    clipped: tuple[tuple[str, str], ...] = ()  # as on IncomingCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +98,7 @@ class CallDetailRecord:
     time_start: str  # PBX-local time as sent, e.g. "2022-04-27 19:04:36"
     call_type: str  # "Inbound" / "inbound" … as sent (the doc disagrees with itself on case)
     raw: Mapping[str, Any]
+    clipped: tuple[tuple[str, str], ...] = ()  # as on IncomingCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +108,7 @@ class OtherEvent:
     type: int
     sn: str
     msg: Any
+    clipped: tuple[tuple[str, str], ...] = ()  # as on IncomingCall (only the sn is read)
 
 
 Event: TypeAlias = IncomingCall | CallStateChanged | CallDetailRecord | OtherEvent
@@ -159,30 +175,67 @@ def _normalise_mapping(data: Mapping[Any, Any]) -> Any:
 # --- field helpers ------------------------------------------------------------------------------
 
 
-def _clean(value: str, where: str) -> str:
-    if len(value) > MAX_FIELD_CHARS:
-        raise EventError(f"{where} is longer than {MAX_FIELD_CHARS} characters")
+class _Fields:
+    """Reads the string fields of one event, keeping the original of each one it shortens."""
+
+    def __init__(self) -> None:
+        self.clipped: list[tuple[str, str]] = []
+
+    def text(
+        self,
+        obj: Mapping[str, Any],
+        key: str,
+        where: str,
+        *,
+        limit: int = MAX_FIELD_CHARS,
+        required: bool = False,
+        number: bool = False,
+        upper: bool = False,
+        exact: bool = False,
+    ) -> str:
+        """A trimmed string field, shortened to ``limit`` (``exact``: refused instead).
+
+        ``required`` means present and non-blank; otherwise it defaults to ''. ``number`` also
+        takes a JSON integer (some PBX pages type numbers as Integer). ``upper`` upper-cases
+        before shortening, since upper-casing can lengthen a string ("ß" → "SS").
+        """
+        path = f"{where}.{key}"
+        if key not in obj:
+            if required:
+                raise EventError(f"{path} is missing")
+            return ""
+        sent = obj[key]
+        if number and isinstance(sent, int) and not isinstance(sent, bool):
+            sent = str(sent)
+        if not isinstance(sent, str):
+            raise EventError(f"{path} must be a string, not {_kind(sent)}")
+        _check_characters(sent, path)
+        value = sent.strip()
+        if upper:
+            value = value.upper()
+        if required and not value:
+            raise EventError(f"{path} is empty")
+        if len(value) > limit:
+            if exact:
+                raise EventError(
+                    f"{path} is longer than {limit} characters; it cannot be kept shortened "
+                    "because the PBX needs it back exactly"
+                )
+            self.clipped.append((path, sent))
+            value = shortened(value, limit)
+        return value
+
+
+def shortened(value: str, limit: int) -> str:
+    """``value`` trimmed and cut to ``limit`` characters, as the parser keeps a long field."""
+    return value.strip()[:limit].rstrip()
+
+
+def _check_characters(value: str, where: str) -> None:
     for ch in value:
         code = ord(ch)
         if code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF:
             raise EventError(f"{where} contains a control character or lone surrogate")
-    return value.strip()
-
-
-def _str(obj: Mapping[str, Any], key: str, where: str, *, required: bool = False) -> str:
-    """A trimmed string field. ``required`` means present and non-blank; otherwise default ''."""
-    path = f"{where}.{key}"
-    if key not in obj:
-        if required:
-            raise EventError(f"{path} is missing")
-        return ""
-    value = obj[key]
-    if not isinstance(value, str):
-        raise EventError(f"{path} must be a string, not {_kind(value)}")
-    value = _clean(value, path)
-    if required and not value:
-        raise EventError(f"{path} is empty")
-    return value
 
 
 def _int(value: Any, path: str, *, minimum: int = 0) -> int:
@@ -256,8 +309,9 @@ def _parse_envelope(value: Any) -> Event:
     if "type" not in envelope:
         raise EventError("event.type is missing")
     event_type = _int(envelope["type"], "event.type")
+    fields = _Fields()
     # sn is documented on every envelope; tolerate its absence (webhook bodies are unconfirmed).
-    sn = _str(envelope, "sn", "event")
+    sn = fields.text(envelope, "sn", "event", limit=SN_CHARS)
     if "msg" not in envelope:
         raise EventError(f"{event_type} event.msg is missing")
     msg = envelope["msg"]
@@ -265,16 +319,16 @@ def _parse_envelope(value: Any) -> Event:
     if isinstance(msg, str):
         msg = _loads(msg, f"{event_type} event.msg")
     if event_type == INCOMING_CALL:
-        return _incoming_call(_obj(msg, "30016 msg"), sn)
+        return _incoming_call(_obj(msg, "30016 msg"), sn, fields)
     if event_type == CALL_STATE_CHANGED:
-        return _call_state_changed(_obj(msg, "30011 msg"), sn)
+        return _call_state_changed(_obj(msg, "30011 msg"), sn, fields)
     if event_type == NEW_CDR:
-        return _cdr(_obj(msg, "30012 msg"), sn)
-    return OtherEvent(type=event_type, sn=sn, msg=msg)
+        return _cdr(_obj(msg, "30012 msg"), sn, fields)
+    return OtherEvent(type=event_type, sn=sn, msg=msg, clipped=tuple(fields.clipped))
 
 
-def _incoming_call(msg: dict[str, Any], sn: str) -> IncomingCall:
-    call_id = _str(msg, "call_id", "30016 msg", required=True)
+def _incoming_call(msg: dict[str, Any], sn: str, fields: _Fields) -> IncomingCall:
+    call_id = fields.text(msg, "call_id", "30016 msg", limit=CALL_ID_CHARS, required=True)
     members = _list(msg, "members", "30016 msg")
     for index, member in enumerate(members):
         where = f"30016 msg.members[{index}]"
@@ -285,18 +339,23 @@ def _incoming_call(msg: dict[str, Any], sn: str) -> IncomingCall:
         inbound = _obj(member["inbound"], where)
         return IncomingCall(
             call_id=call_id,
-            channel_id=_str(inbound, "channel_id", where, required=True),
-            caller=_str(inbound, "from", where),
-            called=_str(inbound, "to", where),
-            trunk_name=_str(inbound, "trunk_name", where, required=True),
+            channel_id=fields.text(
+                inbound, "channel_id", where, limit=CHANNEL_ID_CHARS, required=True, exact=True
+            ),
+            caller=fields.text(inbound, "from", where, limit=NUMBER_CHARS, number=True),
+            called=fields.text(inbound, "to", where, limit=NUMBER_CHARS, number=True),
+            trunk_name=fields.text(
+                inbound, "trunk_name", where, limit=TRUNK_NAME_CHARS, required=True
+            ),
             sn=sn,
-            member_status=_str(inbound, "member_status", where).upper(),
+            member_status=fields.text(inbound, "member_status", where, upper=True),
+            clipped=tuple(fields.clipped),
         )
     raise EventError("30016 msg.members has no inbound member")
 
 
-def _call_state_changed(msg: dict[str, Any], sn: str) -> CallStateChanged:
-    call_id = _str(msg, "call_id", "30011 msg", required=True)
+def _call_state_changed(msg: dict[str, Any], sn: str, fields: _Fields) -> CallStateChanged:
+    call_id = fields.text(msg, "call_id", "30011 msg", limit=CALL_ID_CHARS, required=True)
     parsed: list[CallMember] = []
     for index, member in enumerate(_list(msg, "members", "30011 msg")):
         where = f"30011 msg.members[{index}]"
@@ -306,38 +365,52 @@ def _call_state_changed(msg: dict[str, Any], sn: str) -> CallStateChanged:
             raise EventError(f"{where} has none of {', '.join(MEMBER_KINDS)}")
         where += f".{kind}"
         info = _obj(member[kind], where)
-        is_trunk = kind != "extension"
+        channel_id = fields.text(
+            info, "channel_id", where, limit=CHANNEL_ID_CHARS, required=True, exact=True
+        )
+        status = fields.text(info, "member_status", where, required=True, upper=True)
+        if kind == "extension":
+            number = fields.text(info, "number", where, limit=NUMBER_CHARS, number=True)
+            caller = called = trunk_name = ""
+        else:
+            number = ""
+            caller = fields.text(info, "from", where, limit=NUMBER_CHARS, number=True)
+            called = fields.text(info, "to", where, limit=NUMBER_CHARS, number=True)
+            trunk_name = fields.text(info, "trunk_name", where, limit=TRUNK_NAME_CHARS)
         parsed.append(
             CallMember(
                 kind=kind,
-                channel_id=_str(info, "channel_id", where, required=True),
-                member_status=_str(info, "member_status", where, required=True).upper(),
-                number="" if is_trunk else _str(info, "number", where),
-                caller=_str(info, "from", where) if is_trunk else "",
-                called=_str(info, "to", where) if is_trunk else "",
-                trunk_name=_str(info, "trunk_name", where) if is_trunk else "",
+                channel_id=channel_id,
+                member_status=status,
+                number=number,
+                caller=caller,
+                called=called,
+                trunk_name=trunk_name,
             )
         )
-    return CallStateChanged(call_id=call_id, sn=sn, members=tuple(parsed))
+    return CallStateChanged(
+        call_id=call_id, sn=sn, members=tuple(parsed), clipped=tuple(fields.clipped)
+    )
 
 
-def _cdr(msg: dict[str, Any], sn: str) -> CallDetailRecord:
+def _cdr(msg: dict[str, Any], sn: str, fields: _Fields) -> CallDetailRecord:
     where = "30012 msg"
     return CallDetailRecord(
-        call_id=_str(msg, "call_id", where, required=True),
+        call_id=fields.text(msg, "call_id", where, limit=CALL_ID_CHARS, required=True),
         sn=sn,
-        status=_str(msg, "status", where, required=True).upper(),
-        call_from=_str(msg, "call_from", where),
-        call_to=_str(msg, "call_to", where),
+        status=fields.text(msg, "status", where, required=True, upper=True),
+        call_from=fields.text(msg, "call_from", where, limit=NUMBER_CHARS, number=True),
+        call_to=fields.text(msg, "call_to", where, limit=NUMBER_CHARS, number=True),
         call_duration=_opt_int(msg, "call_duration", where),
         talk_duration=_opt_int(msg, "talk_duration", where),
-        src_trunk_name=_str(msg, "src_trunk_name", where),
-        did_number=_str(msg, "did_number", where),
-        time_start=_str(msg, "time_start", where),
-        call_type=_str(msg, "type", where),
+        src_trunk_name=fields.text(msg, "src_trunk_name", where, limit=TRUNK_NAME_CHARS),
+        did_number=fields.text(msg, "did_number", where, limit=NUMBER_CHARS, number=True),
+        time_start=fields.text(msg, "time_start", where),
+        call_type=fields.text(msg, "type", where),
         # The whole record (bounded by the frame size) for the audit trail. A plain dict, not a
         # read-only proxy: it must stay JSON-serialisable for a JSONField and picklable.
         raw=msg,
+        clipped=tuple(fields.clipped),
     )
 
 
@@ -355,5 +428,5 @@ def parse_frame(text: str | bytes) -> Frame:
     value = _loads(text, "frame")
     if isinstance(value, dict) and "errcode" in value and "type" not in value:
         errcode = _int(value["errcode"], "ack.errcode", minimum=-MAX_INT)
-        return SubscribeAck(errcode=errcode, errmsg=_str(value, "errmsg", "ack"))
+        return SubscribeAck(errcode=errcode, errmsg=_Fields().text(value, "errmsg", "ack"))
     return _parse_envelope(value)

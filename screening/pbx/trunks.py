@@ -8,6 +8,7 @@ from typing import Any
 
 from screening.models import Trunk
 from screening.pbx.client import PbxClient, PbxError, PbxNotConfigured, PbxTransportError
+from screening.pbx.events import TRUNK_NAME_CHARS, shortened
 
 # Everything that can go wrong talking to the PBX from an admin page: shown as a message.
 PBX_PROBLEMS = (PbxError, PbxTransportError, PbxNotConfigured)
@@ -27,7 +28,7 @@ def sync_trunks(client: PbxClient) -> SyncResult:
     result = SyncResult()
     names: set[str] = set()
     for item in client.trunk_list():
-        name = str(item.get("name") or "").strip()
+        name = _name(item)
         if not name or name in names:
             continue
         names.add(name)
@@ -51,10 +52,15 @@ def sync_trunks(client: PbxClient) -> SyncResult:
     return result
 
 
+def _name(item: dict[str, Any]) -> str:
+    """A PBX trunk's name as our Trunk holds it: shortened as calls on it arrive (the parser)."""
+    return shortened(str(item.get("name") or ""), TRUNK_NAME_CHARS)
+
+
 def enable_control_inbound(client: PbxClient, names: list[str]) -> tuple[list[str], list[str]]:
     """Turn on Control Inbound Call and Call Status for these trunks (docs/pbx.md).
     Returns (enabled, not found on the PBX)."""
-    ids = {str(item.get("name") or "").strip(): item.get("id") for item in client.trunk_list()}
+    ids = {_name(item): item.get("id") for item in client.trunk_list()}
     found = [name for name in names if isinstance(ids.get(name), int)]
     missing = [name for name in names if name not in found]
     if found:
