@@ -47,6 +47,10 @@ REFRESH_AHEAD_SECONDS = 300.0  # renew 5 min before expiry (at most half the lif
 FAILURE_BACKOFF_SECONDS = 2  # after a refused get_token, don't hammer the PBX from every worker
 LOCK_POLL_SECONDS = 0.02
 MAX_PAGES = 1000
+# What we keep of an answer is stored with the call (an integer column, a 256-character text):
+# an errcode no 32-bit column holds is no verdict at all, and an errmsg is cut and cleaned.
+ERRCODE_RANGE = range(-(2**31), 2**31)
+ERRMSG_CHARS = 256
 
 
 class PbxError(Exception):
@@ -434,8 +438,7 @@ class PbxClient:
 
     def _error(self, data: dict[str, Any], endpoint: str, elapsed_ms: float) -> PbxError:
         errcode = data["errcode"]
-        errmsg = data.get("errmsg")
-        errmsg = errmsg if isinstance(errmsg, str) else ""
+        errmsg = printable(data.get("errmsg"), ERRMSG_CHARS)
         detail = {key: data[key] for key in DETAIL_KEYS if key in data}
         log.warning("pbx %s: errcode %s %s (%.0f ms)", endpoint, errcode, errmsg, elapsed_ms)
         # get_token's documented -1 is wrong credentials (with invalid_param_list naming
@@ -503,6 +506,9 @@ class PbxClient:
             or isinstance(data.get("errcode"), bool)
         ):
             raise PbxTransportError(endpoint, "answer has no integer errcode")
+        if data["errcode"] not in ERRCODE_RANGE:
+            log.warning("pbx %s: errcode out of range (%.0f ms)", endpoint, elapsed_ms)
+            raise PbxTransportError(endpoint, "answer's errcode is out of range")
         log.debug("pbx %s %s: errcode %s (%.0f ms)", method, endpoint, data["errcode"], elapsed_ms)
         return data, elapsed_ms
 
@@ -593,3 +599,19 @@ def _redact(text: str, token: str | None) -> str:
     if token:
         text = text.replace(token, "***").replace(quote(token, safe=""), "***")
     return text[:300]
+
+
+def printable(value: Any, limit: int) -> str:
+    """``value`` as text we can store and show: a string whose control characters and lone
+    surrogates are replaced (PostgreSQL refuses NUL; a lone surrogate cannot be encoded), cut to
+    ``limit``; anything but a string is no text at all."""
+    if not isinstance(value, str):
+        return ""
+    kept = "".join(_printable_char(ch) for ch in value[: limit * 2])
+    return kept.strip()[:limit]
+
+
+def _printable_char(ch: str) -> str:
+    if ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF:
+        return ch
+    return " " if ch.isspace() else "\ufffd"
