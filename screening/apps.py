@@ -7,3 +7,8 @@ class ScreeningConfig(AppConfig):
     name = "screening"
     verbose_name = "Call screening"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from screening.calls import sessions
+
+        sessions.connect_signals()  # operator sockets close when their access ends

@@ -10,8 +10,8 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AbstractBaseUser
 
-from screening.calls import presence, push
-from screening.calls.access import streams_for, visible_trunks
+from screening.calls import presence, push, sessions
+from screening.calls.access import visible_trunks
 from screening.calls.payload import call_payload
 from screening.models import OPEN_STATUSES, Call
 from screening.pbx import link
@@ -23,7 +23,7 @@ log = logging.getLogger("screening.consumers")
 
 RECENT_LIMIT = 10
 MAX_CLIENT_MESSAGE = 2048
-CLOSE_FORBIDDEN = 4403
+CLOSE_FORBIDDEN = sessions.CLOSE_FORBIDDEN
 
 
 def build_snapshot(user: AbstractBaseUser, streams: list[str]) -> str:
@@ -50,41 +50,104 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
     direct_handlers = {push.PUSH_HANDLER: "push_now"}
     user: AbstractBaseUser
     streams: list[str]
+    user_group: str | None = None  # sessions.user_group: access.changed messages for this user
     presence_at: float = 0.0  # monotonic time of the last presence write
+
+    closing = False  # access ended: nothing more is sent, the close is on its way
 
     async def connect(self) -> None:
         user = self.scope.get("user")
-        if (
-            user is None
-            or not user.is_authenticated
-            or not await run_blocking(user.has_perm, "screening.decide_call")
-        ):
-            await self.close(code=CLOSE_FORBIDDEN)
+        if user is None or not user.is_authenticated:
+            await self._refuse(sessions.CLOSE_SIGNED_OUT)
             return
-        self.user = user
-        self.streams = await run_blocking(streams_for, user)
+        # Joined before the check: a change committed after the check reaches this socket.
+        self.user_group = sessions.user_group(user.pk)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
+        access = await self._check(user.pk)
+        if access.close_code is not None:
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
+            await self._refuse(access.close_code)
+            return
+        self.user = access.user
+        self.streams = access.streams
         for stream in self.streams:
             await self.channel_layer.group_add(stream, self.channel_name)
         await self.accept()
         self.attach_direct()
-        await run_blocking(presence.join, user, self.channel_name)
+        await run_blocking(presence.join, self.user, self.channel_name)
         self.presence_at = time.monotonic()
         await self.send_snapshot()
 
+    async def _refuse(self, code: int) -> None:
+        # Accepted, then closed with a code: a refused handshake reaches the browser only as
+        # 1006, and the dashboard could not tell "signed out" from "server down".
+        await self.accept()
+        await self.close(code=code)
+
     async def disconnect(self, code: int) -> None:
+        await self._leave()
+
+    async def _leave(self) -> None:
+        """Out of every group and off the presence list (idempotent)."""
         self.detach_direct()
-        for stream in getattr(self, "streams", []):
-            await self.channel_layer.group_discard(stream, self.channel_name)
+        groups = [*getattr(self, "streams", []), getattr(self, "user_group", None)]
+        self.streams = []
+        self.user_group = None
+        for group in groups:
+            if group is not None:
+                await self.channel_layer.group_discard(group, self.channel_name)
         if self.presence_at:
+            self.presence_at = 0.0
             await run_blocking(presence.leave, self.channel_name)
+
+    async def _check(self, user_pk: Any, refresh: str | None = None) -> sessions.Access:
+        session = self.scope.get("session")
+        key = session.session_key if session is not None else None
+        return await run_blocking(
+            sessions.check, key, user_pk, has_session=session is not None, refresh=refresh
+        )
+
+    async def _end(self, code: int) -> None:
+        log.info("closing the socket of %s: access ended (%s)", self.user.get_username(), code)
+        self.closing = True
+        await self._leave()
+        await self.close(code=code)
+
+    async def access_changed(self, event: dict[str, Any]) -> None:
+        """The user's access may have changed (calls.sessions): check again, then close, or
+        follow the new streams with a fresh snapshot."""
+        if self.closing:
+            return
+        session = self.scope.get("session")
+        ended = event.get("ended_session")
+        if ended and session is not None and ended == sessions.session_tag(session.session_key):
+            await self._end(sessions.CLOSE_SIGNED_OUT)  # logged out, in this tab or another
+            return
+        access = await self._check(self.user.pk)
+        if access.close_code is not None:
+            await self._end(access.close_code)
+            return
+        self.user = access.user
+        old, new = set(self.streams), set(access.streams)
+        for stream in new - old:
+            await self.channel_layer.group_add(stream, self.channel_name)
+        for stream in old - new:
+            await self.channel_layer.group_discard(stream, self.channel_name)
+        self.streams = access.streams
+        if old != new or event.get("trunks"):
+            await self.send_snapshot()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         message = _parse_client_message(text_data)
         kind = message.get("type") if message else None
+        if self.closing:
+            return
         if kind == "snapshot":
             await self.send_snapshot()
         elif kind == "ping":
             await self._refresh_presence()
+            if self.closing:
+                return
             t = message.get("t") if message else None
             await self.send(
                 text_data=json.dumps(
@@ -100,9 +163,13 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
 
     async def _refresh_presence(self) -> None:
         # Pings come every 10 s; writing every REFRESH_EVERY keeps the row well inside the TTL.
+        # The same hop checks the session again: a lost access.changed message, or a session
+        # that expired, still ends the socket.
         if time.monotonic() - self.presence_at >= presence.REFRESH_EVERY:
             self.presence_at = time.monotonic()
-            await run_blocking(presence.refresh, self.channel_name, self.user)
+            access = await self._check(self.user.pk, refresh=self.channel_name)
+            if access.close_code is not None:
+                await self._end(access.close_code)
 
     async def send_snapshot(self) -> None:
         snapshot = await run_blocking(build_snapshot, self.user, self.streams)
@@ -110,9 +177,11 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
 
     def push_now(self, event: dict[str, Any]) -> bool:
         """A push, written at once by the layer when this consumer is idle (speedups.layer)."""
-        return send_prepared(self.scope, event["text"])
+        return self.closing or send_prepared(self.scope, event["text"])
 
     async def push_message(self, event: dict[str, Any]) -> None:
+        if self.closing:
+            return
         if not send_prepared(self.scope, event["text"]):  # framed once for all (speedups.framing)
             await self.send(text_data=event["text"])
 

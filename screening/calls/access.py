@@ -45,9 +45,9 @@ def may_decide(user: AbstractBaseUser, trunk: Trunk) -> bool:
     return user.groups.filter(pk=trunk.operator_group_id).exists()
 
 
-def deciders(trunk: Trunk) -> QuerySet[AbstractBaseUser]:
-    """The users ``may_decide`` would allow on this trunk, as one query (the fallback policy asks
-    this on every call, so it must not load each user's permissions)."""
+def operators() -> QuerySet[AbstractBaseUser]:
+    """The users who may decide calls at all (``screening.decide_call`` as ModelBackend grants
+    it), as one query."""
     user_model = get_user_model()
     perm = Permission.objects.filter(
         content_type__app_label="screening", codename=DECIDE_PERMISSION.split(".", 1)[1]
@@ -56,9 +56,15 @@ def deciders(trunk: Trunk) -> QuerySet[AbstractBaseUser]:
         Q(user_permissions__in=perm) | Q(groups__permissions__in=perm)
     ).values("pk")
     # ModelBackend grants nothing to inactive users, and everything to active superusers.
-    users = user_model.objects.filter(is_active=True).filter(
+    return user_model.objects.filter(is_active=True).filter(
         Q(is_superuser=True) | Q(pk__in=with_perm)
     )
+
+
+def deciders(trunk: Trunk) -> QuerySet[AbstractBaseUser]:
+    """The users ``may_decide`` would allow on this trunk, as one query (the fallback policy asks
+    this on every call, so it must not load each user's permissions)."""
+    users = operators()
     if trunk.operator_group_id is not None:
         members = Group.objects.filter(pk=trunk.operator_group_id).values("user")
         users = users.filter(Q(is_superuser=True) | Q(pk__in=members))

@@ -11,12 +11,11 @@ import os
 import socket
 from datetime import datetime, timedelta
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from screening.calls.access import deciders
+from screening.calls.access import deciders, operators
 from screening.models import Presence, Trunk
 
 # Browsers ping every 10 s and a consumer writes at most every REFRESH_EVERY, so a live socket's
@@ -59,9 +58,11 @@ def leave(channel_name: str) -> None:
 
 
 def online_users(group: Group | int | None = None) -> QuerySet[AbstractBaseUser]:
-    """Users with at least one live socket, optionally only the members of ``group``."""
+    """Users with at least one live socket who may still decide calls, optionally only the
+    members of ``group``. A user deactivated or stripped of the permission drops out at once,
+    even before their sockets (perhaps in another process) have closed."""
     live = Presence.objects.filter(last_seen__gte=_cutoff()).values("user")
-    users = get_user_model().objects.filter(pk__in=live)
+    users = operators().filter(pk__in=live)
     if group is not None:
         users = users.filter(groups=group)
     return users.order_by("username")

@@ -88,6 +88,18 @@ def publish(kind: str, payload: dict[str, Any], *, stream: str = OPERATORS) -> i
     return seq
 
 
+def send_to_groups(groups: list[str], message: dict[str, Any]) -> None:
+    """Send a control message (not a sequenced push) to each of ``groups``; as safe from any
+    thread as ``publish``."""
+    if groups:
+        _dispatch(_send_each(get_channel_layer(), groups, message))
+
+
+async def _send_each(layer: Any, groups: list[str], message: dict[str, Any]) -> None:
+    for group in groups:
+        await layer.group_send(group, message)
+
+
 def _dispatch(coro: Coroutine[Any, Any, None]) -> None:
     try:
         running = asyncio.get_running_loop()

@@ -12,6 +12,14 @@ const recentList = $("#recent");
 const template = $("#call-template");
 const connBadge = $("#conn");
 const banner = $("#pbx-banner");
+const endedBox = $("#ended");
+
+// The server closes the socket with these codes when the operator's access ends
+// (screening/calls/sessions.py): retrying would only be refused again.
+const ENDED = {
+  4401: "You were signed out, so this page no longer shows calls.",
+  4403: "You may no longer screen calls (your permission or group changed).",
+};
 
 const OPEN = new Set(["pending", "deciding"]);
 const RECENT_MAX = 10;
@@ -26,6 +34,7 @@ const state = {
   clock: { offset: null, bestRtt: Infinity }, // server_ms = performance.now() + offset
   ws: null,
   retries: 0,
+  confirming: false, // reconnected once to confirm an ENDED close; cleared by the next snapshot
 };
 
 // --- clock ----------------------------------------------------------------------------------
@@ -58,10 +67,10 @@ function connect() {
   state.ws = ws;
   setConn("connecting", "Connecting…");
   let openedAt = 0;
+  let opened = false; // a snapshot came: the server let this socket in
   ws.addEventListener("open", () => {
     openedAt = performance.now();
     state.retries = 0;
-    setConn("open", "Live");
     ping();
   });
   ws.addEventListener("message", (event) => {
@@ -71,13 +80,30 @@ function connect() {
     } catch {
       return;
     }
+    if (msg.type === "snapshot" && !opened) {
+      opened = true; // only a socket the server let in gets one; "Live" from then on
+      state.confirming = false;
+      endedBox.hidden = true;
+      setConn("open", "Live");
+    }
     handle(msg, openedAt);
   });
   ws.addEventListener("close", (event) => {
     if (state.ws !== ws) return;
     state.ws = null;
-    if (event.code === 4403) {
-      setConn("closed", "Not allowed: log in again");
+    if (event.code in ENDED) {
+      forget(); // no caller's number stays on screen for someone no longer allowed to see it
+      if (opened && !state.confirming) {
+        // Once, after a socket that was working: changing your own password closes the socket a
+        // moment before the session is updated to the new password; a second try tells.
+        state.confirming = true;
+        setConn("connecting", "Checking your session…");
+        setTimeout(connect, 1000);
+        return;
+      }
+      endedBox.hidden = false;
+      $(".ended-text", endedBox).textContent = ENDED[event.code];
+      setConn("ended", event.code === 4401 ? "Signed out" : "Not allowed");
       return;
     }
     const delay = Math.min(5000, 500 * 2 ** state.retries) * (0.5 + Math.random() / 2);
@@ -85,6 +111,13 @@ function connect() {
     setConn("closed", `Disconnected, retrying in ${Math.ceil(delay / 1000)} s`);
     setTimeout(connect, delay);
   });
+}
+
+function forget() {
+  state.calls.clear();
+  state.recent = [];
+  state.seq = {};
+  render();
 }
 
 function send(obj) {
