@@ -19,8 +19,8 @@ if settings.SERVE_STATIC:
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from pbxscreen.origin import SameOriginValidator  # noqa: E402
 from screening import startup  # noqa: E402
 from screening.routing import websocket_urlpatterns  # noqa: E402
 
@@ -45,9 +45,7 @@ application = ServerProcess(
     ProtocolTypeRouter(
         {
             "http": django_http,
-            "websocket": AllowedHostsOriginValidator(
-                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-            ),
+            "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }
     )
 )
