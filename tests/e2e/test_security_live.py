@@ -1,17 +1,20 @@
-"""Security across real processes: the login throttle shared by the web processes, and the PBX's
-secrets kept out of logs and pages."""
+"""Security across real processes: the login throttle shared by the web processes, the PBX's
+secrets kept out of logs and pages, and the WebSocket Origin check in front of real Daphne."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
+import aiohttp
 import pytest
 import requests
 from django.contrib.auth import get_user_model
 
 from screening.models import AuditEvent, Call
 from screening.simulator import SimulatorThread
+from tests.conftest import Live
 from tests.support.cluster import Cluster
 from tests.support.live import make_user, session_for, start_server, wait_for
 
@@ -114,3 +117,56 @@ def test_pbx_credentials_and_tokens_never_appear_in_logs_or_pages(
         for token in seen_tokens:
             assert token not in text, f"a PBX token appears in {where}"
     assert "access_token" not in server.log()
+
+
+def test_only_the_sites_own_origin_opens_the_operator_socket(live: Live) -> None:
+    """A real login through the form, then the operator's real cookie offered from other origins:
+    other ports, the other scheme, another allowed host name all get HTTP 403."""
+    make_user("olly", password="right-horse-battery")
+    http = requests.Session()
+    http.get(f"{live.url}/login/", timeout=5)
+    logged_in = http.post(
+        f"{live.url}/login/",
+        data={
+            "username": "olly",
+            "password": "right-horse-battery",
+            "csrfmiddlewaretoken": http.cookies["csrftoken"],
+        },
+        headers={"Referer": f"{live.url}/login/"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert logged_in.status_code == 302
+    port = live.url.rsplit(":", 1)[1]
+    cookie = f"sessionid={http.cookies['sessionid']}"
+
+    async def attempt(origin: str, **headers: str) -> str:
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(
+                    live.url.replace("http://", "ws://") + "/ws/operator/",
+                    headers={"Origin": origin, "Cookie": cookie, **headers},
+                ) as ws:
+                    msg = await ws.receive(timeout=5)
+                    return "snapshot" if '"type":"snapshot"' in str(msg.data) else str(msg)
+            except aiohttp.WSServerHandshakeError as exc:
+                return str(exc.status)
+
+    def outcome(origin: str, **headers: str) -> str:
+        return asyncio.run(attempt(origin, **headers))
+
+    assert outcome(live.url) == "snapshot"  # the control: the page's own origin
+    for foreign in [
+        "http://127.0.0.1:9999",
+        "https://127.0.0.1",
+        f"https://127.0.0.1:{port}",
+        "http://localhost:1234",
+        f"http://localhost:{port}",
+        f"http://olly@127.0.0.1:{port}",
+        "null",
+    ]:
+        assert outcome(foreign) == "403", foreign
+    # Behind the TLS proxy the page is https, and the proxy says so (SECURE_PROXY_SSL_HEADER).
+    assert outcome(f"https://127.0.0.1:{port}", **{"X-Forwarded-Proto": "https"}) == "snapshot"
+    assert outcome(live.url, **{"X-Forwarded-Proto": "https"}) == "403"
+    assert "WebSocket to /ws/operator/ refused" in live.server.log()
