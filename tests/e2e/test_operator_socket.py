@@ -11,11 +11,13 @@ from typing import Any
 import aiohttp
 import pytest
 import requests
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
 from screening.models import Call, Trunk
 from tests.conftest import Live, LiveFactory
-from tests.support.live import make_user, session_for, wait_for
+from tests.support.cluster import Cluster
+from tests.support.live import LiveServer, make_user, session_for, wait_for
 
 pytestmark = pytest.mark.live
 
@@ -82,8 +84,9 @@ async def refused(live: Live, http: requests.Session | None, origin: str | None 
 
 def test_anonymous_users_and_non_operators_cannot_connect(live: Live) -> None:
     supervisor = session_for(live.server, make_user("sue", group="Supervisors"))
-    assert asyncio.run(refused(live, None)) in {403, 4403}
-    assert asyncio.run(refused(live, supervisor)) in {403, 4403}
+    # Closed with a code the dashboard explains (signed out; not allowed) instead of looping.
+    assert asyncio.run(refused(live, None)) == 4401
+    assert asyncio.run(refused(live, supervisor)) == 4403
 
 
 def test_foreign_origin_is_refused(live: Live) -> None:
@@ -208,3 +211,101 @@ def test_a_reconnecting_operator_sees_what_happened_meanwhile(live: Live) -> Non
             assert snapshot["recent"][0]["status"] == "refused"
 
     asyncio.run(scenario())
+
+
+# --- access ending while the socket is open ----------------------------------------------------
+
+
+async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> int:
+    """Read until the server closes the socket (snapshots and pushes before that are fine)."""
+    while True:
+        msg = await ws.receive(timeout=10)
+        if msg.type in {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED}:
+            return int(ws.close_code or 0)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+
+
+async def still_open(ws: aiohttp.ClientWebSocketResponse) -> None:
+    await ws.send_str(json.dumps({"type": "ping", "t": 1}))
+    while (await next_json(ws, 10))["type"] != "pong":
+        pass
+
+
+def online(supervisor: requests.Session, url: str) -> set[str]:
+    """Who the supervisor's live view lists as online."""
+    state = supervisor.get(f"{url}/supervisor/state.json", timeout=10).json()
+    return {person["username"] for person in state["online"]}
+
+
+def ended_access_closes_sockets(socket_server: LiveServer, action_server: LiveServer) -> None:
+    """Three operators with sockets on ``socket_server``; on ``action_server`` one logs out, the
+    admin deletes another and takes screening.decide_call from Operators. Each socket closes
+    with its code, the others stay open, and the supervisor's view drops each one at once."""
+    here, there = socket_server.url, action_server.url
+    names = ["lou", "del", "ops"]
+    users = {name: make_user(name) for name in names}
+    sessions = {name: session_for(socket_server, user) for name, user in users.items()}
+    boss = session_for(
+        action_server, get_user_model().objects.create_superuser("boss", password="x" * 12)
+    )
+    supervisor = session_for(action_server, make_user("sue", group="Supervisors"))
+    operators = Group.objects.get(name="Operators")
+
+    def log_out() -> None:  # the operator's own session, from another tab, on another process
+        answer = sessions["lou"].post(f"{there}/logout/", timeout=10, allow_redirects=False)
+        assert answer.status_code == 302
+
+    def delete_user() -> None:
+        answer = boss.post(
+            f"{there}/admin/auth/user/{users['del'].pk}/delete/",
+            data={"post": "yes"},
+            timeout=10,
+            allow_redirects=False,
+        )
+        assert answer.status_code == 302, answer.text[:500]
+
+    def take_permission() -> None:  # the group form saved with no permission ticked
+        answer = boss.post(
+            f"{there}/admin/auth/group/{operators.pk}/change/",
+            data={"name": "Operators"},
+            timeout=10,
+            allow_redirects=False,
+        )
+        assert answer.status_code == 302, answer.text[:500]
+
+    steps = [("lou", log_out, 4401), ("del", delete_user, 4401), ("ops", take_permission, 4403)]
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as http:
+            sockets = {}
+            for name in names:
+                headers = {
+                    "Origin": here,
+                    "Cookie": f"sessionid={sessions[name].cookies['sessionid']}",
+                }
+                sockets[name] = await http.ws_connect(
+                    f"{here.replace('http', 'ws')}/ws/operator/", headers=headers
+                )
+                assert (await next_json(sockets[name]))["type"] == "snapshot"
+            assert await asyncio.to_thread(online, supervisor, there) == set(names)
+            for done, (name, act, code) in enumerate(steps, start=1):
+                await asyncio.to_thread(act)
+                assert await closed_with(sockets[name]) == code
+                left = {n for n, *_ in steps[done:]}
+                assert await asyncio.to_thread(online, supervisor, there) == left
+                for other in left:
+                    await still_open(sockets[other])
+            for ws in sockets.values():
+                await ws.close()
+
+    asyncio.run(scenario())
+
+
+def test_ended_access_closes_the_socket(live: Live) -> None:
+    ended_access_closes_sockets(live.server, live.server)
+
+
+@pytest.mark.scaleout
+def test_ended_access_closes_the_socket_on_another_process(cluster: Cluster) -> None:
+    socket_server, action_server = cluster.web
+    ended_access_closes_sockets(socket_server, action_server)
