@@ -222,13 +222,13 @@ def make_sessions(count: int) -> list[str]:
 async def open_operators(
     deployment: Deployment, sessions: list[str], on_frame: Any = None
 ) -> list[Client]:
-    urls, headers = [], []
+    urls, headers, origins = [], [], []
     for i, session in enumerate(sessions):
         base = deployment.web_urls[i % len(deployment.web_urls)]  # split between processes
         urls.append(base.replace("http", "ws", 1) + "/ws/operator/")
         headers.append({"Cookie": f"sessionid={session}"})
-    origin = deployment.web_urls[0]
-    return await open_clients(urls, headers, origin, expect_snapshot=True, on_frame=on_frame)
+        origins.append(base)  # each process is its own origin (scheme, host and port)
+    return await open_clients(urls, headers, origins, expect_snapshot=True, on_frame=on_frame)
 
 
 def first_sightings(

@@ -70,7 +70,7 @@ class Client:
 async def open_clients(
     urls: list[str],
     headers: list[dict[str, str]] | None = None,
-    origin: str | None = None,
+    origins: list[str] | None = None,
     expect_snapshot: bool = False,
     on_frame: Callable[[int, float, str], None] | None = None,
 ) -> list[Client]:
@@ -82,7 +82,7 @@ async def open_clients(
             ws = await connect(
                 urls[i],
                 additional_headers=(headers[i] if headers else None),
-                origin=origin,  # type: ignore[arg-type]
+                origin=(origins[i] if origins else None),  # type: ignore[arg-type]
                 compression=None,  # Daphne does not negotiate permessage-deflate either
                 ping_interval=None,
                 open_timeout=60,
