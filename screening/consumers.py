@@ -52,7 +52,6 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
     streams: list[str]
     user_group: str | None = None  # sessions.user_group: access.changed messages for this user
     presence_at: float = 0.0  # monotonic time of the last presence write
-
     closing = False  # access ended: nothing more is sent, the close is on its way
 
     async def connect(self) -> None:
@@ -81,6 +80,7 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
     async def _refuse(self, code: int) -> None:
         # Accepted, then closed with a code: a refused handshake reaches the browser only as
         # 1006, and the dashboard could not tell "signed out" from "server down".
+        self.closing = True
         await self.accept()
         await self.close(code=code)
 
@@ -123,7 +123,11 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
         if ended and session is not None and ended == sessions.session_tag(session.session_key):
             await self._end(sessions.CLOSE_SIGNED_OUT)  # logged out, in this tab or another
             return
-        access = await self._check(self.user.pk)
+        await self._follow(await self._check(self.user.pk), snapshot=bool(event.get("trunks")))
+
+    async def _follow(self, access: sessions.Access, snapshot: bool) -> None:
+        """Close, or carry on as the user is now: their streams, and a snapshot if those changed
+        (or ``snapshot``: which calls they may see changed)."""
         if access.close_code is not None:
             await self._end(access.close_code)
             return
@@ -134,7 +138,7 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
         for stream in old - new:
             await self.channel_layer.group_discard(stream, self.channel_name)
         self.streams = access.streams
-        if old != new or event.get("trunks"):
+        if old != new or snapshot:
             await self.send_snapshot()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -167,9 +171,7 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
         # that expired, still ends the socket.
         if time.monotonic() - self.presence_at >= presence.REFRESH_EVERY:
             self.presence_at = time.monotonic()
-            access = await self._check(self.user.pk, refresh=self.channel_name)
-            if access.close_code is not None:
-                await self._end(access.close_code)
+            await self._follow(await self._check(self.user.pk, self.channel_name), False)
 
     async def send_snapshot(self) -> None:
         snapshot = await run_blocking(build_snapshot, self.user, self.streams)
