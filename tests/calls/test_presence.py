@@ -74,3 +74,18 @@ def test_any_online_for_follows_the_access_rules() -> None:
     root = make_user("root", group=None, is_superuser=True)
     presence.join(root, "chan.r")
     assert presence.any_online_for(sales_trunk)
+
+
+@pytest.mark.django_db
+def test_someone_who_may_no_longer_decide_is_not_listed_even_with_a_fresh_row() -> None:
+    """The supervisor's list drops them at once, before their socket (perhaps on another process)
+    has closed and removed its row."""
+    olly, ivy = make_user("olly"), make_user("ivy")
+    presence.join(olly, "chan.o")
+    presence.join(ivy, "chan.i")
+    assert [u.username for u in presence.online_users()] == ["ivy", "olly"]
+    olly.groups.clear()  # out of Operators: no screening.decide_call
+    ivy.is_active = False
+    ivy.save()
+    assert Presence.objects.count() == 2
+    assert list(presence.online_users()) == []
