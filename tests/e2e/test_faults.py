@@ -17,8 +17,15 @@ import pytest
 from screening.devtools.soak.bots import Crowd, Operator, login
 from screening.models import AuditEvent, Call
 from tests.conftest import Live
-from tests.support.cluster import Cluster, dump_logs, new_redis, require_scaleout, start_cluster
-from tests.support.live import make_user, session_for, wait_for
+from tests.support.cluster import (
+    Cluster,
+    RedisServer,
+    dump_logs,
+    new_redis,
+    require_scaleout,
+    start_cluster,
+)
+from tests.support.live import free_port, make_user, session_for, wait_for
 
 pytestmark = pytest.mark.live
 
@@ -377,3 +384,23 @@ def test_killed_listener_calls_past_their_deadline_are_swept_to_expired(
         assert time.monotonic() - killed < 60
     finally:
         cluster.stop()
+
+
+def test_a_missing_redis_server_skips_but_fails_under_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server to be found
+
+    def outcome() -> BaseException:
+        try:
+            RedisServer(free_port(), tmp_path).start()
+        except BaseException as exc:  # pytest's skip and fail are BaseExceptions
+            return exc
+        raise AssertionError("started a redis-server that is not installed")
+
+    monkeypatch.delenv("CI", raising=False)
+    assert isinstance(outcome(), pytest.skip.Exception)
+    monkeypatch.setenv("CI", "true")
+    under_ci = outcome()
+    assert isinstance(under_ci, pytest.fail.Exception), repr(under_ci)
+    assert "CI=true" in str(under_ci)

@@ -3,9 +3,6 @@ throttling, and PBX secrets kept out of logs and pages."""
 
 from __future__ import annotations
 
-import re
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,12 +10,13 @@ from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
-from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from django.urls import resolve
 
 from pbxscreen.asgi import application
 from screening.models import Call
 from screening.routing import websocket_urlpatterns
 from tests.support.live import make_user
+from tests.support.routes import all_routes, fill_route
 
 # Reachable without logging in, each for a reason. Everything else must refuse anonymous users.
 ANONYMOUS_OK = {
@@ -31,54 +29,6 @@ ANONYMOUS_OK = {
 }
 CSRF_EXEMPT_OK = {"webhook"}  # the PBX cannot send a CSRF token; the signature replaces it
 LOGIN_PATHS = ("/login/", "/admin/login/")
-
-SAMPLE = {"int": "1", "path": "x/y", "slug": "x", "uuid": str(uuid.UUID(int=1))}
-_CONVERTER = re.compile(r"<(?:(?P<conv>[^>:]+):)?(?P<name>[^>]+)>")
-_GROUP = re.compile(r"\(\?P<(?P<name>\w+)>(?P<body>[^()]*)\)")
-
-
-def _fill_route(route: str) -> str:
-    def one(match: re.Match[str]) -> str:
-        conv, name = match["conv"] or "str", match["name"]
-        if conv == "str":
-            return "accept" if name == "action" else "x"
-        return SAMPLE.get(conv, "1")
-
-    return _CONVERTER.sub(one, route)
-
-
-def _fill_regex(regex: str) -> str:
-    def one(match: re.Match[str]) -> str:
-        body = match["body"]
-        if "|" in body and re.fullmatch(r"[\w|-]+", body):
-            return body.split("|")[0]  # an alternation of names (the admin's app labels)
-        return "1" if "\\d" in body else "x"
-
-    text = _GROUP.sub(one, regex)
-    return text.replace("^", "").replace("$", "").replace("\\", "")
-
-
-def routes(
-    patterns: list[Any] | None = None, prefix: str = "", namespace: str = ""
-) -> Iterator[tuple[str, str]]:
-    """(sample URL, name) for every pattern in the URL conf, new ones included."""
-    for pattern in get_resolver().url_patterns if patterns is None else patterns:
-        raw = str(pattern.pattern)
-        part = _fill_regex(raw) if raw.startswith("^") or "(?P<" in raw else _fill_route(raw)
-        if isinstance(pattern, URLResolver):
-            ns = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
-            yield from routes(pattern.url_patterns, prefix + part, ns)
-        elif isinstance(pattern, URLPattern):
-            yield "/" + prefix + part, f"{namespace}{pattern.name or raw}"
-
-
-def all_routes() -> list[tuple[str, str]]:
-    found = []
-    for url, name in routes():
-        resolve(url)  # a sample that does not resolve would test nothing: fail loudly
-        found.append((url, name))
-    assert len(found) > 10
-    return found
 
 
 def _refused(response: Any) -> bool:
@@ -137,7 +87,7 @@ def _ws_connect(path: str, headers: list[tuple[bytes, bytes]]) -> tuple[bool, An
 
 
 def ws_paths() -> list[str]:
-    return ["/" + _fill_route(str(p.pattern)) for p in websocket_urlpatterns]
+    return ["/" + fill_route(str(p.pattern)) for p in websocket_urlpatterns]
 
 
 @pytest.mark.django_db(transaction=True)
