@@ -1,4 +1,11 @@
-"""The operator WebSocket: a snapshot on connect, then pre-encoded pushes forwarded as they are."""
+"""The operator WebSocket: a snapshot on connect, then pre-encoded pushes forwarded as they are.
+
+When the channel layer may have lost pushes (Redis went away), the layer watchdog
+(``screening.health``) tells every socket of this process to resync, through its own registry;
+the browser answers by asking for a snapshot. A socket that cannot get a snapshot or join its
+streams (Redis or the database down) is closed with ``CLOSE_UNAVAILABLE``, and the browser
+comes back with its usual backoff.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AbstractBaseUser
 
+from screening import health
 from screening.calls import presence, push, sessions
 from screening.calls.access import visible_trunks
 from screening.calls.payload import call_payload
@@ -24,6 +32,8 @@ log = logging.getLogger("screening.consumers")
 RECENT_LIMIT = 10
 MAX_CLIENT_MESSAGE = 2048
 CLOSE_FORBIDDEN = sessions.CLOSE_FORBIDDEN
+CLOSE_UNAVAILABLE = 4503  # shared state unreachable for now: reconnect later
+RESYNC = json.dumps({"type": "resync"})
 
 
 def build_snapshot(user: AbstractBaseUser, streams: list[str]) -> str:
@@ -54,24 +64,46 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
     presence_at: float = 0.0  # monotonic time of the last presence write
     closing = False  # access ended: nothing more is sent, the close is on its way
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except health.UNAVAILABLE as exc:
+            if getattr(self, "channel_name", None):
+                raise  # failed later, in a handler: not the handshake's to answer
+            # The layer could not even give this socket a channel (Redis down, the pub/sub layer
+            # subscribes it at once): refuse it with the code the browser retries on, rather
+            # than the handshake's 500.
+            log.warning("operator socket refused for now, no channel from the layer: %s", exc)
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": CLOSE_UNAVAILABLE})
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self._refuse(sessions.CLOSE_SIGNED_OUT)
             return
-        # Joined before the check: a change committed after the check reaches this socket.
-        self.user_group = sessions.user_group(user.pk)
-        await self.channel_layer.group_add(self.user_group, self.channel_name)
-        access = await self._check(user.pk)
-        if access.close_code is not None:
-            await self.channel_layer.group_discard(self.user_group, self.channel_name)
-            await self._refuse(access.close_code)
+        try:
+            # Joined before the check: a change committed after the check reaches this socket.
+            self.user_group = sessions.user_group(user.pk)
+            await self.channel_layer.group_add(self.user_group, self.channel_name)
+            access = await self._check(user.pk)
+            if access.close_code is not None:
+                await self.channel_layer.group_discard(self.user_group, self.channel_name)
+                await self._refuse(access.close_code)
+                return
+            self.user = access.user
+            self.streams = access.streams
+            for stream in self.streams:
+                await self.channel_layer.group_add(stream, self.channel_name)
+        except health.UNAVAILABLE as exc:
+            log.warning("operator socket refused for now, cannot join its groups: %s", exc)
+            await self._refuse(CLOSE_UNAVAILABLE)
             return
-        self.user = access.user
-        self.streams = access.streams
-        for stream in self.streams:
-            await self.channel_layer.group_add(stream, self.channel_name)
         await self.accept()
+        # From now on a push the layer may have lost is answered by a resync order; one lost
+        # before is covered by the snapshot below.
+        health.layer_watchdog.register(self)
         self.attach_direct()
         await run_blocking(presence.join, self.user, self.channel_name)
         self.presence_at = time.monotonic()
@@ -89,13 +121,18 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
 
     async def _leave(self) -> None:
         """Out of every group and off the presence list (idempotent)."""
+        health.layer_watchdog.unregister(self)
         self.detach_direct()
         groups = [*getattr(self, "streams", []), getattr(self, "user_group", None)]
         self.streams = []
         self.user_group = None
         for group in groups:
-            if group is not None:
+            if group is None:
+                continue
+            try:
                 await self.channel_layer.group_discard(group, self.channel_name)
+            except health.UNAVAILABLE as exc:  # Redis down: its subscription went with it
+                log.info("group_discard(%s) failed: %s", group, exc)
         if self.presence_at:
             self.presence_at = 0.0
             await run_blocking(presence.leave, self.channel_name)
@@ -174,8 +211,20 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
             await self._follow(await self._check(self.user.pk, self.channel_name), False)
 
     async def send_snapshot(self) -> None:
-        snapshot = await run_blocking(build_snapshot, self.user, self.streams)
+        try:
+            snapshot = await run_blocking(build_snapshot, self.user, self.streams)
+        except health.UNAVAILABLE as exc:
+            # No truth to send (the sequence numbers live in the cache): a socket showing stale
+            # calls as live would be worse than one that says it is reconnecting.
+            log.warning("no snapshot for an operator socket, closing it: %s", exc)
+            await self.close(code=CLOSE_UNAVAILABLE)
+            return
         await self.send(text_data=snapshot)
+
+    async def resync(self) -> None:
+        """Pushes to this socket may have been lost: the browser asks for a snapshot."""
+        if not self.closing:
+            await self.send(text_data=RESYNC)
 
     def push_now(self, event: dict[str, Any]) -> bool:
         """A push, written at once by the layer when this consumer is idle (speedups.layer)."""

@@ -1,11 +1,12 @@
 """The one start-up path of every pbxscreen process, and the Daphne runner.
 
 ``start`` arms what a process needs besides answering requests: the push path's event loop, the
-sweeper (expiry a dead process left behind, the link banner, the statistics roll-up) and, where
-wanted, the PBX listener. ``serve`` and ``demo`` call it through ``run``, ``pbx_listen`` directly,
-and the ASGI application on its first connection (for a plain ``daphne`` command line). The
-loop and the sweeper are armed once per event loop, so the server's own call and the ASGI one do
-not double up.
+channel layer watchdog (``screening.health``: /healthz's layer check, and a resync of every local
+browser after the layer lost pushes), the sweeper (expiry a dead process left behind, the link
+banner, the statistics roll-up) and, where wanted, the PBX listener. ``serve`` and ``demo``
+call it through ``run``, ``pbx_listen`` directly, and the ASGI application on its first
+connection (for a plain ``daphne`` command line). The loop, the watchdog and the sweeper are
+armed once per event loop, so the server's own call and the ASGI one do not double up.
 
 The in-memory channel layer only works inside one process and one loop, so the embedded setup
 cannot run the listener beside the server: it must run inside it.
@@ -22,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 
-from screening import runtime
+from screening import health, runtime
 from screening.calls import endings, push
 from screening.calls.intake import handle_event
 from screening.pbx import link
@@ -69,10 +70,16 @@ async def close_listener(listener: PbxListener, *, revoke_token: bool = True) ->
 async def sweep_forever(interval: float = SWEEP_INTERVAL) -> None:
     """Catch calls whose timer or deciding process died, announce a silent listener, roll up the
     statistics. Cheap: one indexed query per tick, the roll-up every few minutes."""
+    outage = ""  # the last outage logged, so a Redis or database outage is one line, not one a tick
     while True:
         try:
             await runtime.run_blocking(endings.sweep)
             await runtime.run_blocking(link.announce_if_stale)
+            outage = ""
+        except health.UNAVAILABLE as exc:
+            if health.describe(exc) != outage:
+                outage = health.describe(exc)
+                log.warning("sweep skipped, shared state unavailable: %s", outage)
         except Exception:
             log.exception("sweep failed")
         if rollup.due():
@@ -94,6 +101,7 @@ async def start(*, listener: bool = False) -> PbxListener | None:
     if id(loop) not in _started:
         _started.add(id(loop))
         push.register_loop(loop)
+        health.layer_watchdog.start()
         runtime.spawn(sweep_forever(), "sweeper")
     if not listener:
         return None

@@ -2,7 +2,10 @@
 
 Every message is encoded to JSON once per event (not once per operator) and carries a per-stream
 sequence number, so a browser that sees a gap asks for a snapshot. Channel layers are at-most-once;
-the snapshot and the database are the truth, a push is only a fast hint.
+the snapshot and the database are the truth, a push is only a fast hint. A push that could not be
+sent (Redis down: no sequence number, or the layer raised) never fails the change it announces:
+it is logged and reported to the layer watchdog (``screening.health``), which makes every browser
+resync once the layer works again.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.cache import cache
+
+from screening import health
 
 log = logging.getLogger("screening.calls.push")
 
@@ -75,16 +80,22 @@ def encode(kind: str, stream: str, seq: int, payload: dict[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), default=str)
 
 
-def publish(kind: str, payload: dict[str, Any], *, stream: str = OPERATORS) -> int:
-    """Send one message to every consumer in ``stream``; returns its sequence number.
+def publish(kind: str, payload: dict[str, Any], *, stream: str = OPERATORS) -> int | None:
+    """Send one message to every consumer in ``stream``; returns its sequence number, or None
+    when it could not be sent (never raises: see the module docstring).
 
     Safe from any thread: from the server loop it schedules a task, from a worker thread it hands
     the send to the server loop without waiting, and with no server loop (management commands,
     tests) it sends synchronously.
     """
-    seq = next_seq(stream)
+    try:
+        seq = next_seq(stream)
+    except health.UNAVAILABLE as exc:
+        _lost(f"no sequence number for a {kind} push to {stream}: {health.describe(exc)}")
+        return None
     message = {"type": PUSH_HANDLER, "text": encode(kind, stream, seq, payload)}
-    _dispatch(get_channel_layer().group_send(stream, message))
+    if not _dispatch(get_channel_layer().group_send(stream, message)):
+        return None
     return seq
 
 
@@ -100,7 +111,13 @@ async def _send_each(layer: Any, groups: list[str], message: dict[str, Any]) -> 
         await layer.group_send(group, message)
 
 
-def _dispatch(coro: Coroutine[Any, Any, None]) -> None:
+def _lost(reason: str) -> None:
+    log.warning("push not sent: %s", reason)
+    health.layer_watchdog.failed(f"a push could not be sent ({reason})")
+
+
+def _dispatch(coro: Coroutine[Any, Any, None]) -> bool:
+    """Hand the send over; False when it failed at once (a send left to run reports later)."""
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
@@ -109,15 +126,17 @@ def _dispatch(coro: Coroutine[Any, Any, None]) -> None:
         task = running.create_task(coro)
         _pending.add(task)
         task.add_done_callback(_task_done)
-        return
+        return True
     loop = _main_loop
     if loop is not None and loop.is_running() and not loop.is_closed():
         asyncio.run_coroutine_threadsafe(coro, loop).add_done_callback(_future_done)
-        return
+        return True
     try:
         async_to_sync(_await)(coro)
-    except Exception:
-        log.exception("push failed")
+    except Exception as exc:
+        _lost(health.describe(exc))
+        return False
+    return True
 
 
 async def _await(coro: Coroutine[Any, Any, None]) -> None:
@@ -129,10 +148,10 @@ _pending: set[asyncio.Task[None]] = set()
 
 def _task_done(task: asyncio.Task[None]) -> None:
     _pending.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        log.error("push failed: %r", task.exception())
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        _lost(health.describe(exc))
 
 
 def _future_done(future: Future[None]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("push failed: %r", future.exception())
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        _lost(health.describe(exc))

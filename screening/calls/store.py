@@ -86,8 +86,9 @@ def transition(call: Call | int, changes: dict[str, Any], **where: Any) -> Call 
     return load(call)
 
 
-def push_call(call: Call) -> int:
-    """Push ``call`` to the operators who may see it; returns the push's sequence number."""
+def push_call(call: Call) -> int | None:
+    """Push ``call`` to the operators who may see it; returns the push's sequence number, or
+    None if it could not be sent (the browsers then resync: ``push.publish``)."""
     return push.publish("call", {"call": call_payload(call)}, stream=stream_for_trunk(call.trunk))
 
 
@@ -95,12 +96,13 @@ def send_call_on_commit(call: Call, then: Callable[[int], None] | None = None) -
     """Push ``call`` once the current transaction commits, as that transaction left it.
 
     ``call`` must be what the database holds at commit (loaded or updated in place by
-    ``transition``): no push reloads it. ``then`` gets the push's sequence number.
+    ``transition``): no push reloads it. ``then`` gets the push's sequence number, and is not
+    called when the push could not be sent.
     """
 
     def send() -> None:
         seq = push_call(call)
-        if then is not None:
+        if then is not None and seq is not None:
             then(seq)
 
     transaction.on_commit(send)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from screening import health
 from screening.models import CallStatus, Decision
 from screening.pbx.client import (
     PbxAuthError,
@@ -87,6 +88,10 @@ def ask(
         return PbxAnswer(CallStatus.FAILED, message, errmsg=exc.reason[:256])
     except PbxNotConfigured as exc:
         return PbxAnswer(CallStatus.FAILED, f"Failed: {exc}", errmsg=str(exc)[:256])
+    except health.UNAVAILABLE as exc:
+        # The shared token lives in the cache: with Redis down no request can be sent.
+        reason = f"the shared PBX token could not be read: {health.describe(exc)}"
+        return PbxAnswer(CallStatus.FAILED, f"Failed: {reason}", errmsg=reason[:256])
     if decision == Decision.ACCEPT:
         status, message = CallStatus.ACCEPTED, "Accepted: the PBX routed the call"
     else:

@@ -1,7 +1,9 @@
 """The state of the link to the PBX, shared by every process through the cache.
 
 The listener writes it (and re-writes it on every heartbeat); web processes read it for the banner
-and /healthz. A state that stops being refreshed means the listener itself is gone.
+and /healthz. A state that stops being refreshed means the listener itself is gone, and a state
+that cannot be read (the cache is down) is ``unknown``: reading it never raises, so no page fails
+for it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 
+from screening import health
 from screening.calls import push
 
 KEY = "pbx-link"
@@ -21,9 +24,10 @@ DOWN = "down"
 AUTH_FAILED = "auth_failed"
 NOT_CONFIGURED = "not_configured"
 WEBHOOK = "webhook"
+UNKNOWN = "unknown"
 
-# States in which the PBX routes inbound calls without anyone screening them.
-UNSCREENED = {CONNECTING, DOWN, AUTH_FAILED, NOT_CONFIGURED}
+# States in which the PBX routes (or may be routing) inbound calls without anyone screening them.
+UNSCREENED = {CONNECTING, DOWN, AUTH_FAILED, NOT_CONFIGURED, UNKNOWN}
 
 
 def _stale_after() -> float:
@@ -79,7 +83,11 @@ def announce_if_stale() -> bool:
 
 
 def get_state() -> dict[str, Any]:
-    value = cache.get(KEY)
+    try:
+        value = cache.get(KEY)
+    except health.UNAVAILABLE as exc:
+        detail = f"the link state could not be read: {health.describe(exc)}"
+        return describe({"state": UNKNOWN, "detail": detail, "since": None})
     if value is None:
         if settings.PBX_EVENTS == "webhook" and settings.PBX_WEBHOOK_SECRET:
             value = {"state": WEBHOOK, "detail": "", "since": None, "updated": time.time()}
@@ -121,6 +129,8 @@ def _message(state: str, detail: str) -> str:
         AUTH_FAILED: "The PBX refused our credentials: calls are being routed unscreened. "
         "Fix PBX_CLIENT_ID / PBX_CLIENT_SECRET and restart.",
         NOT_CONFIGURED: "No PBX is configured: calls are not being screened.",
+        UNKNOWN: "The PBX link state cannot be read (shared cache unreachable): calls may be "
+        "routed unscreened.",
     }
     text = messages.get(state, state)
     return f"{text} ({detail})" if detail and state != UP else text

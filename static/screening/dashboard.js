@@ -108,7 +108,9 @@ function connect() {
     }
     const delay = Math.min(5000, 500 * 2 ** state.retries) * (0.5 + Math.random() / 2);
     state.retries += 1;
-    setConn("closed", `Disconnected, retrying in ${Math.ceil(delay / 1000)} s`);
+    // 4503: the server could not reach its shared state (Redis, the database) for a snapshot.
+    const why = event.code === 4503 ? "Server unavailable" : "Disconnected";
+    setConn("closed", `${why}, retrying in ${Math.ceil(delay / 1000)} s`);
     setTimeout(connect, delay);
   });
 }
@@ -143,6 +145,9 @@ function handle(msg, openedAt) {
       break;
     case "pong":
       if (typeof msg.t === "number") syncClock(msg.server_time, msg.t, performance.now());
+      break;
+    case "resync": // the server's channel layer may have lost pushes to us: fetch the truth
+      requestSnapshot();
       break;
     case "call":
     case "link":

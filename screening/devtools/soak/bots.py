@@ -105,6 +105,7 @@ class Operator:
         self.connected = asyncio.Event()
         self.snapshots = 0
         self.gaps = 0
+        self.resyncs = 0
         self.connects = 0
         self.errors: list[str] = []
         self._server_index = 0
@@ -176,6 +177,9 @@ class Operator:
         kind = msg.get("type")
         if kind == "snapshot":
             self._apply_snapshot(msg)
+        elif kind == "resync":  # the server's layer may have lost pushes: ask for the truth
+            self.resyncs += 1
+            self._spawn(self.send({"type": "snapshot"}))
         elif kind in {"call", "link"}:
             if not self._check_sequence(msg):
                 return
