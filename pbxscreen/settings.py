@@ -231,6 +231,9 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 # /healthz is probed over plain http by load balancers and monitors on the inside.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# A monitor sending `Authorization: Bearer <HEALTHZ_TOKEN>` gets /healthz with its detail (the PBX's
+# address, error texts), as logged-in staff do; anyone else gets the state words only. Empty: off.
+HEALTHZ_TOKEN = env_str("HEALTHZ_TOKEN").strip()
 # Daphne behind nginx: take the client address from X-Forwarded-For (login throttling uses it).
 # Only set it when a proxy you run overwrites that header.
 PROXY_HEADERS = env_bool("PROXY_HEADERS", False)

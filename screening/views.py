@@ -156,6 +156,28 @@ async def _check(name: str, fn: Any, details: dict[str, str]) -> str:
         return "error"
 
 
+def _bearer_token(request: HttpRequest) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+async def _shows_detail(request: HttpRequest) -> bool:
+    """Staff, or a monitor with ``HEALTHZ_TOKEN``; everyone else gets the state words only."""
+    given = _bearer_token(request)
+    expected = settings.HEALTHZ_TOKEN
+    if given is not None and expected:
+        if hmac.compare_digest(given.encode(), expected.encode()):
+            return True
+        log.warning("healthz: wrong HEALTHZ_TOKEN from %s", request.META.get("REMOTE_ADDR"))
+    if not request.COOKIES.get(settings.SESSION_COOKIE_NAME):
+        return False  # a load balancer's probe: no session to look up
+    try:
+        user = await request.auser()
+    except health.UNAVAILABLE:
+        return False
+    return bool(user.is_active and user.is_staff)
+
+
 @require_GET
 async def healthz(request: HttpRequest) -> HttpResponse:
     """JSON: each check's state word and an overall status; 503 when this process cannot serve.
@@ -176,7 +198,11 @@ async def healthz(request: HttpRequest) -> HttpResponse:
     body: dict[str, Any] = {
         "status": "failing" if failing else ("degraded" if pbx["unscreened"] else "ok"),
         **checks,
-        "pbx_link": {k: pbx[k] for k in ("state", "detail", "since", "unscreened")},
-        "details": details,
+        "pbx_link": {"state": pbx["state"]},
     }
+    if await _shows_detail(request):
+        body["pbx_link"] = {
+            k: pbx[k] for k in ("state", "detail", "since", "unscreened", "message")
+        }
+        body["details"] = details
     return JsonResponse(body, status=503 if failing else 200)

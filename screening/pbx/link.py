@@ -4,18 +4,24 @@ The listener writes it (and re-writes it on every heartbeat); web processes read
 and /healthz. A state that stops being refreshed means the listener itself is gone, and a state
 that cannot be read (the cache is down) is ``unknown``: reading it never raises, so no page fails
 for it.
+
+The detail (the PBX's address, the error text) is for the people who act on it: operators and
+supervisors in the banner, staff and monitors holding ``HEALTHZ_TOKEN`` on /healthz.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.cache import cache
 
 from screening import health
 from screening.calls import push
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 KEY = "pbx-link"
 UP = "up"
@@ -134,3 +140,16 @@ def _message(state: str, detail: str) -> str:
     }
     text = messages.get(state, state)
     return f"{text} ({detail})" if detail and state != UP else text
+
+
+def may_see(user: AbstractBaseUser | AnonymousUser) -> bool:
+    """Whether ``user`` is shown the link state with its detail: the people who act on it."""
+    return bool(
+        user.is_authenticated
+        and user.is_active
+        and (
+            user.is_staff
+            or user.has_perm("screening.decide_call")
+            or user.has_perm("screening.view_audit")
+        )
+    )
