@@ -70,7 +70,6 @@ function connect() {
   let opened = false; // a snapshot came: the server let this socket in
   ws.addEventListener("open", () => {
     openedAt = performance.now();
-    state.retries = 0;
     ping();
   });
   ws.addEventListener("message", (event) => {
@@ -171,6 +170,9 @@ function checkSequence(msg) {
 }
 
 function applySnapshot(msg) {
+  // The backoff restarts only once the server could serve us: a socket it accepts and closes at
+  // once (4503, its shared state is down) keeps backing off, rather than retrying every 0.5 s.
+  state.retries = 0;
   state.seq = { ...msg.seq };
   const known = new Set(state.calls.keys());
   state.calls.clear();

@@ -126,9 +126,11 @@ class Operator:
         try:
             while not self._stopping:
                 server = self.servers[self._server_index % len(self.servers)]
+                snapshots = self.snapshots
                 try:
                     await self._session(server)
-                    retries = 0
+                    if self.snapshots > snapshots:  # served (not closed at once): like the page
+                        retries = 0
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     self.errors.append(f"{server}: {type(exc).__name__} {exc}"[:200])
                 self.connected.clear()
