@@ -33,6 +33,7 @@ def test_a_lost_push_makes_every_local_socket_resync_then_the_layer_is_ok() -> N
     client.force_login(make_user("op"))
     headers = [
         (b"origin", b"http://localhost"),
+        (b"host", b"localhost"),
         (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()),
     ]
     watchdog = health.layer_watchdog
