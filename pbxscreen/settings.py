@@ -237,10 +237,20 @@ HEALTHZ_TOKEN = env_str("HEALTHZ_TOKEN").strip()
 # Daphne behind nginx: take the client address from X-Forwarded-For (login throttling uses it).
 # Only set it when a proxy you run overwrites that header.
 PROXY_HEADERS = env_bool("PROXY_HEADERS", False)
-# Login throttling (screening/throttle.py): after this many wrong passwords for one username from
-# one address, that pair is refused for LOGIN_LOCKOUT_SECONDS. Counted in the (shared) cache.
+# Login throttling (screening/throttle.py), counted in the (shared) cache before any password is
+# hashed: after LOGIN_FAILURE_LIMIT wrong passwords for one account from one address, that pair is
+# refused for LOGIN_LOCKOUT_SECONDS; after LOGIN_ADDRESS_FAILURE_LIMIT wrong passwords from one
+# address for any usernames, that address is.
 LOGIN_FAILURE_LIMIT = int(env_float("LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000))
+LOGIN_ADDRESS_FAILURE_LIMIT = int(
+    env_float("LOGIN_ADDRESS_FAILURE_LIMIT", 20, minimum=1, maximum=100_000)
+)
 LOGIN_LOCKOUT_SECONDS = int(env_float("LOGIN_LOCKOUT_SECONDS", 300, minimum=1, maximum=86400))
+# Password hashing takes a core for a noticeable time and releases the GIL: at most this many
+# checks run at once per process, this many more wait, and the rest are answered 503 unhashed, so
+# a flood of logins cannot take the cores that decisions need.
+LOGIN_CONCURRENT_CHECKS = int(env_float("LOGIN_CONCURRENT_CHECKS", 1, minimum=1, maximum=64))
+LOGIN_CHECK_QUEUE = int(env_float("LOGIN_CHECK_QUEUE", 8, minimum=0, maximum=1000))
 
 # --- I18N / static --------------------------------------------------------------------------
 LANGUAGE_CODE = "en-gb"
