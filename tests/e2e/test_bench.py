@@ -76,7 +76,15 @@ def test_bench_suite_smoke_run_writes_its_json(tmp_path: Path) -> None:
 
     (setup,) = json.loads(out.read_text())["suite"]
     assert setup["setup"] == "embedded"
-    assert {"push", "decide", "throughput", "memory", "machine", "fd_limit"} <= setup.keys()
+    assert {
+        "push",
+        "decide",
+        "throughput",
+        "login",
+        "memory",
+        "machine",
+        "fd_limit",
+    } <= setup.keys()
     for n, row in setup["push"].items():
         assert row["product"]["count"] == 2 * int(n), row  # every call reached every operator
         assert row["product"]["lost"] == row["floor"]["lost"] == 0, row
@@ -88,4 +96,11 @@ def test_bench_suite_smoke_run_writes_its_json(tmp_path: Path) -> None:
         assert row["post_to_pbx_accept"]["count"] > 0
         assert row["post_to_others_see_outcome"]["lost"] == 0
     assert setup["throughput"]["steps"]
+    phases = setup["login"]["phases"]
+    assert list(phases) == ["quiet", "flood, one address", "flood, many addresses"]
+    for phase, row in phases.items():
+        assert row["decide_errors"] == 0, phase  # decisions go on during the flood
+        assert row["decide_round_trip"]["count"] == 1, phase
+        assert set(row["flood"]["statuses"]) <= {"200", "429", "503"}, (phase, row)
+    assert sum(phases["flood, many addresses"]["flood"]["statuses"].values()) > 0
     assert setup["memory"]["rss_connected_kb"] > 0

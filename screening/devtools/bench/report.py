@@ -89,7 +89,8 @@ def _ms(value: Any) -> str:
 
 
 def format_suite(combined: dict[str, Any]) -> str:
-    """One table per setup: push vs floor per N, decide, throughput, memory."""
+    """One table per setup: push vs floor per N, decide, throughput, decide during a login
+    flood, memory."""
     lines: list[str] = []
     for res in combined["suite"]:
         machine = res["machine"]
@@ -147,6 +148,23 @@ def format_suite(combined: dict[str, Any]) -> str:
                     f" -> {'ok' if step['ok'] else 'FAIL'}"
                 )
             lines.append(f"  highest sustained rate: {t['max_rate']:g} calls/s")
+        if "login" in res:
+            lg = res["login"]
+            lines += [
+                "",
+                f"{'decide during a login flood (ms)':<34}{'count':>6}{'p50':>8}{'p95':>8}"
+                f"{'p99':>8}   flood answers (HTTP status: count), requests/s",
+            ]
+            for phase, row in lg["phases"].items():
+                d, fl = row["decide_round_trip"], row["flood"]
+                answers = ", ".join(f"{k}: {v}" for k, v in fl["statuses"].items()) or "-"
+                lines.append(
+                    f"{phase:<34}{d['count']:>6}{_ms(d['p50']):>8}{_ms(d['p95']):>8}"
+                    f"{_ms(d['p99']):>8}   {answers}"
+                    + (f", {fl['per_second']:g}/s" if fl["concurrent"] else "")
+                )
+                if row["decide_errors"]:
+                    lines.append(f"  {row['decide_errors']} decisions failed")
         if "memory" in res:
             m = res["memory"]
             lines += [

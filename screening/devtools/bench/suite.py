@@ -9,7 +9,9 @@ PostgreSQL, two web processes with the operators split between them and one ``pb
    -> the other operators see *accepted*, with 1 and 20 concurrent deciders; the server's share is
    the POST round trip minus the server's own ``pbx_round_trip_ms``;
 3. throughput: a short ramp of call rates with 200 operators, until push p99 > 100 ms or a loss;
-4. memory: the web processes' RSS before and with the largest N connected.
+4. memory: the web processes' RSS before and with the largest N connected;
+5. login: decisions while a flood of logins comes in, from one address and from many
+   (``loginflood.py``).
 
 The simulator and the floor run as their own processes, so the N clients in this process do not
 share a GIL with them. Every stamp is ``time.time()`` on one machine.
@@ -63,13 +65,15 @@ class SuiteConfig:
     throughput_operators: int = 200
     rates: list[float] = field(default_factory=lambda: [5, 10, 20, 30, 40, 60])
     step_seconds: float = 5.0
+    login_rounds: int = 20
+    login_flood: int = 40
     timeout: float = 5.0
     log_level: str = "WARNING"
 
     @property
     def max_operators(self) -> int:
         wanted = list(self.sizes)
-        if "decide" in self.parts:
+        if "decide" in self.parts or "login" in self.parts:
             wanted.append(self.decide_operators)
         if "throughput" in self.parts:
             wanted.append(self.throughput_operators)
@@ -140,6 +144,9 @@ def deploy(config: SuiteConfig, workdir: Path) -> Deployment:
             "PBX_CLIENT_SECRET": SIM_SECRET,
             "PBX_EVENTS": "websocket",
         }
+        if "login" in config.parts:
+            # The login flood comes "from many addresses" through X-Forwarded-For, as via nginx.
+            env["PROXY_HEADERS"] = "true"
         web: list[ChildProcess] = []
         if config.setup == "embedded":
             port = harness.free_port()
@@ -310,6 +317,11 @@ class Suite:
                     _collect()
             if "throughput" in self.config.parts:
                 out["throughput"] = await self.throughput()
+                _collect()
+            if "login" in self.config.parts:  # last: its flood locks the bench's address out
+                from screening.devtools.bench import loginflood
+
+                out["login"] = await loginflood.run(self)
         return out
 
     async def push(self, n: int, floor_url: str | None) -> dict[str, Any]:

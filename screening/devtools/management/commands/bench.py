@@ -34,7 +34,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 WORKER_GRACE_S = 30.0
 PG_URL = "postgresql://postgres@127.0.0.1:5432"
-SUITE_PARTS = ("push", "memory", "decide", "throughput")
+SUITE_PARTS = ("push", "memory", "decide", "throughput", "login")
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -108,6 +108,12 @@ class Command(BaseCommand):
             "--step-seconds", type=float, default=5.0, help="seconds per throughput step (5)"
         )
         suite.add_argument(
+            "--login-rounds", type=int, default=20, help="login: decisions per phase (20)"
+        )
+        suite.add_argument(
+            "--login-flood", type=int, default=40, help="login: concurrent login POSTs (40)"
+        )
+        suite.add_argument(
             "--smoke", action="store_true", help="a tiny suite (CI): embedded, a few operators"
         )
 
@@ -175,6 +181,8 @@ class Command(BaseCommand):
             "decide_rounds": options["decide_rounds"],
             "rates": [float(r) for r in options["rates"].split(",")],
             "step_seconds": options["step_seconds"],
+            "login_rounds": options["login_rounds"],
+            "login_flood": options["login_flood"],
             "log_level": options["server_log_level"],
         }
         if options["smoke"]:
@@ -188,6 +196,8 @@ class Command(BaseCommand):
                 throughput_operators=3,
                 rates=[2.0],
                 step_seconds=1.0,
+                login_rounds=1,
+                login_flood=4,
             )
         stamp = time.strftime("%Y-%m-%d-%H%M%S")
         json_path = options["json"] or Path(settings.BASE_DIR) / "bench-results" / (
