@@ -97,7 +97,12 @@ def test_bench_suite_smoke_run_writes_its_json(tmp_path: Path) -> None:
         assert row["post_to_others_see_outcome"]["lost"] == 0
     assert setup["throughput"]["steps"]
     phases = setup["login"]["phases"]
-    assert list(phases) == ["quiet", "flood, one address", "flood, many addresses"]
+    assert list(phases) == [
+        "quiet",
+        "flood, one address",
+        "flood, many addresses",
+        "control: page views",
+    ]
     for phase, row in phases.items():
         assert row["decide_errors"] == 0, phase  # decisions go on during the flood
         assert row["decide_round_trip"]["count"] == 1, phase

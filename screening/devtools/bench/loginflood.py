@@ -8,7 +8,9 @@ Operators decide one call at a time (POST accept, one operator after the other) 
    address; the per-address limit is what should stop them;
 3. **flood, many addresses**: the same, each POST from a random address (``X-Forwarded-For``, the
    server runs with ``PROXY_HEADERS=true``), so no address limit applies: only the bound on
-   password checks at once stands between the flood and the cores.
+   password checks at once stands between the flood and the cores;
+4. **control: page views**: as many concurrent loops only GET the login form, which checks no
+   password: what that many requests cost by themselves, whatever they are.
 
 Per phase: the decide POST round trip (p50, p95, p99) and what the flood got back (status counts,
 requests per second). Password hashing takes a core per check outside the GIL; without a bound a
@@ -31,7 +33,7 @@ from screening.devtools.bench.stats import percentile, summarize
 from screening.devtools.bench.suite import CSRF, FINAL, Suite, open_operators
 from screening.devtools.bench.wsclients import close_clients
 
-PHASES = ("quiet", "flood, one address", "flood, many addresses")
+PHASES = ("quiet", "flood, one address", "flood, many addresses", "control: page views")
 LOGIN_PATHS = ("/login/", "/admin/login/")
 SETTLE_S = 1.0  # the flood reaches its steady state before decisions are measured
 
@@ -72,7 +74,9 @@ async def run(suite: Suite) -> dict[str, Any]:
         await until(lambda: call_id in final)
         return record
 
-    async def flood(stop: asyncio.Event, many: bool, statuses: Counter[int], worker: int) -> None:
+    async def flood(
+        stop: asyncio.Event, many: bool, views_only: bool, statuses: Counter[int], worker: int
+    ) -> None:
         rng = random.Random(worker)  # noqa: S311 - made-up usernames and addresses
         while not stop.is_set():
             base = suite.dep.web_urls[worker % len(suite.dep.web_urls)]
@@ -87,10 +91,15 @@ async def run(suite: Suite) -> dict[str, Any]:
                 "csrfmiddlewaretoken": CSRF,
             }
             path = LOGIN_PATHS[worker % 2]
-            try:
-                async with suite.http.post(
+            request = (
+                suite.http.get(f"{base}{path}", headers=headers)
+                if views_only
+                else suite.http.post(
                     f"{base}{path}", data=form, headers=headers, allow_redirects=False
-                ) as response:
+                )
+            )
+            try:
+                async with request as response:
                     await response.read()
                     statuses[response.status] += 1
             except (aiohttp.ClientError, TimeoutError):
@@ -104,7 +113,7 @@ async def run(suite: Suite) -> dict[str, Any]:
         for phase in PHASES:
             print(
                 f"bench: login, {phase}: {cfg.login_rounds} decisions"
-                + (f", {cfg.login_flood} concurrent logins" if phase != "quiet" else ""),
+                + (f", {cfg.login_flood} concurrent requests" if phase != "quiet" else ""),
                 flush=True,
             )
             stop = asyncio.Event()
@@ -112,8 +121,9 @@ async def run(suite: Suite) -> dict[str, Any]:
             flooders = []
             if phase != "quiet":
                 many = phase.endswith("many addresses")
+                views_only = phase.startswith("control")
                 flooders = [
-                    asyncio.create_task(flood(stop, many, statuses, w))
+                    asyncio.create_task(flood(stop, many, views_only, statuses, w))
                     for w in range(cfg.login_flood)
                 ]
                 await asyncio.sleep(SETTLE_S)
