@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from screening.calls import store
+from screening.calls import endings, store
 from screening.models import AuditKind, Call, CallStatus, DecidedBy, Decision, PbxOutcome
 from screening.pbx.events import CallDetailRecord, CallStateChanged
 
@@ -29,12 +29,16 @@ def _locked_calls(call_id: str) -> list[Call]:
 
 
 def record_call_state(event: CallStateChanged) -> None:
-    """30011: keep the PBX's view in the audit; a caller who hangs up while held is gone; what the
-    PBX did with the call is confirmed against our record.
+    """30011: keep the PBX's view in the audit; a call nobody decided ends as the PBX reports it
+    (routed: expired; ended in the hold: gone); what the PBX did with the call is confirmed
+    against our record.
 
     Every accepted call brings two or three of these within a second of the decision, so this is
     one transaction, and the push reuses the locked, updated rows instead of reloading them."""
     now = timezone.now()
+    report = ", ".join(
+        " ".join(filter(None, (m.kind, m.number, m.member_status))) for m in event.members
+    )
     with transaction.atomic():
         for call in _locked_calls(event.call_id):
             status = next(
@@ -51,44 +55,55 @@ def record_call_state(event: CallStateChanged) -> None:
                     pbx_outcome=observed or "",
                 )
             ]
-            changed = False
-            if status == "BYE" and call.status == CallStatus.PENDING:
-                gone = {
-                    "status": CallStatus.GONE,
-                    "decided_by_kind": DecidedBy.CALLER,
-                    "finished_at": now,
-                }
-                if store.transition(call, gone, status=CallStatus.PENDING) is not None:
-                    events.append(
-                        store.event(
-                            call, AuditKind.GONE, "Gone: the caller hung up while held", at=now
-                        )
-                    )
-                    changed = True
+            ending = endings.end_by_pbx_report(
+                call,
+                routed=observed in _REACHED,
+                ended=status == "BYE",
+                now=now,
+                source="30011",
+                report=report,
+            )
+            if ending is not None:
+                events.append(ending)
             store.record(*events)
-            changed = settle_outcome(call, observed, now, source="30011") or changed
+            changed = settle_outcome(call, observed, now, source="30011") or ending is not None
             if changed:
                 store.send_call_on_commit(call)
 
 
 def record_cdr(event: CallDetailRecord) -> None:
-    """30012: the PBX's call record, kept in the audit and used to confirm the outcome."""
+    """30012: the PBX's call record, kept in the audit, ending a call nobody decided (it is
+    over) and used to confirm the outcome."""
     now = timezone.now()
+    report = f"CDR {event.status}, {event.call_duration}s, talk {event.talk_duration}s"
     with transaction.atomic():
         for call in _locked_calls(event.call_id):
             observed = _outcome_from_cdr(call, event)
-            store.audit(
+            events = [
+                store.event(
+                    call,
+                    AuditKind.PBX_CDR,
+                    f"CDR {event.status}, talk {event.talk_duration}s",
+                    at=now,
+                    status=event.status,
+                    call_duration=event.call_duration,
+                    talk_duration=event.talk_duration,
+                    did_number=event.did_number,
+                    pbx_outcome=observed,
+                )
+            ]
+            ending = endings.end_by_pbx_report(
                 call,
-                AuditKind.PBX_CDR,
-                f"CDR {event.status}, talk {event.talk_duration}s",
-                at=now,
-                status=event.status,
-                call_duration=event.call_duration,
-                talk_duration=event.talk_duration,
-                did_number=event.did_number,
-                pbx_outcome=observed,
+                routed=observed in _REACHED,
+                ended=True,
+                now=now,
+                source="30012",
+                report=report,
             )
-            if settle_outcome(call, observed, now, source="30012"):
+            if ending is not None:
+                events.append(ending)
+            store.record(*events)
+            if settle_outcome(call, observed, now, source="30012") or ending is not None:
                 store.send_call_on_commit(call)
 
 
@@ -131,11 +146,26 @@ def _outcome_from_cdr(call: Call, event: CallDetailRecord) -> str:
         return PbxOutcome.ANSWERED
     if call.pbx_outcome in {PbxOutcome.ROUTED, PbxOutcome.NO_ANSWER}:
         return PbxOutcome.NO_ANSWER
+    if _undecided(call) and event.call_duration > _window_seconds(call):
+        # Nobody decided it, and it lasted longer than the PBX holds a call: only the PBX routing
+        # it at the end of its window lets a held call go on (unanswered, as it says).
+        return PbxOutcome.NO_ANSWER
     if not call.pbx_outcome and call.status in {CallStatus.ACCEPTED, CallStatus.EXPIRED}:
         # No 30011 at all (Call Status not monitored on the trunk): an unanswered routed call and
         # a dropped one look alike here, so do not cry wolf.
         return PbxOutcome.NO_ANSWER
     return PbxOutcome.DROPPED
+
+
+def _window_seconds(call: Call) -> float:
+    return (call.deadline - call.received_at).total_seconds()
+
+
+def _undecided(call: Call) -> bool:
+    """Nobody decided the call: still pending, or gone on an earlier PBX report."""
+    return call.status == CallStatus.PENDING or (
+        call.status == CallStatus.GONE and call.decided_by_kind == DecidedBy.CALLER
+    )
 
 
 def _hold_end(call: Call) -> str:

@@ -10,19 +10,21 @@ it would still leave the month's scan and the sorts, which are most of the time.
 
 What it reads from a call: ``received_at`` (its hour), ``trunk``, ``decided_by``,
 ``decided_by_kind``, ``status``, ``claimed_at`` and ``deadline``, the fields the statistics count.
-Outcome confirmation (``pbx_outcome``, ``outcome_mismatch``) is not part of the statistics, so a
-PBX report arriving later changes nothing here.
+Outcome confirmation (``pbx_outcome``, ``outcome_mismatch``) is not part of the statistics.
 
 When an hour is final: it is rolled up once it ended ``SETTLE`` ago, and recorded *complete* only if
 none of its calls is still open (pending or deciding). Those fields change only while a call is
 open (claim, finish, expire, give up and hang-up all update from an open status only), and a call
-is stamped with the moment it reaches us, so a complete hour does not change any more. An hour that
-still holds an open call (its process died and nobody has swept it yet) is recorded incomplete,
-counted live by the statistics, and looked at again on every run until it has settled: a call
-finishing late delays that hour's roll-up, it cannot make it wrong. As a safety net every run also
-recomputes the last ``REROLL`` of complete hours. Whoever writes calls into the past (the history
-generator, an import) recomputes from there: ``rollup(since=...)``, ``manage.py rollup_stats
---since``; ``seed_history`` does so itself.
+is stamped with the moment it reaches us, so a complete hour does not change any more. The one
+exception: a call recorded *gone* from a PBX report that a later, out-of-order report shows was
+routed becomes *expired* (screening.calls.endings.end_by_pbx_report); that reopens its hour
+(``reopen_hour``), which is then counted live and rolled up again like any incomplete hour.
+An hour that still holds an open call (its process died and nobody has swept it yet) is recorded
+incomplete, counted live by the statistics, and looked at again on every run until it has
+settled: a call finishing late delays that hour's roll-up, it cannot make it wrong. As a safety
+net every run also recomputes the last ``REROLL`` of complete hours. Whoever writes calls into the
+past (the history generator, an import) recomputes from there: ``rollup(since=...)``,
+``manage.py rollup_stats --since``; ``seed_history`` does so itself.
 
 Idempotent: a run recomputes whole hours from the call table and replaces their rows in one
 transaction per day of hours. On PostgreSQL a transaction-scoped advisory lock lets one process at
@@ -207,6 +209,12 @@ def _roll(start: datetime, end: datetime, now: datetime) -> tuple[int, int, int]
     StatsHour.objects.bulk_create(hours, batch_size=1000)
     StatsRollup.objects.bulk_create(rows, batch_size=1000)
     return len(hours), len(complete), len(rows)
+
+
+def reopen_hour(received_at: datetime) -> None:
+    """A finished call of this moment's hour changed what the statistics count: mark the hour
+    incomplete, so the statistics count it live and the next run rolls it up again."""
+    StatsHour.objects.filter(hour=floor_hour(received_at)).update(complete=False)
 
 
 def describe(result: RollupResult) -> str:
