@@ -7,15 +7,15 @@ the database starts reading at the cursor in the index instead of counting its w
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db.models import (
     DurationField,
     Expression,
@@ -30,11 +30,15 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from screening.models import Call, CallStatus, DecidedBy, PbxOutcome, Trunk
+from screening.reports.params import MAX_PK, BoundedDateTimeField, check_date_range
 
 PAGE_SIZE = 50
 DATETIME_INPUT_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
 # Sorting NULL decision times with a sentinel keeps the keyset comparison total (NULL < x is NULL).
 NO_DECISION = timedelta(days=-1)
+# A cursor is a short token; a decision time (and the sentinel) is far below a year.
+MAX_CURSOR = 512
+MAX_DURATION_US = 366 * 24 * 3600 * 10**6
 
 
 # --- Filters --------------------------------------------------------------------------------
@@ -61,13 +65,16 @@ def operator_queryset() -> QuerySet[Any]:
 
 
 class AuditFilterForm(forms.Form):
-    received_from = forms.DateTimeField(
+    """The audit log's filters and order: the query parameters of the list and of its CSV export
+    (screening.reports.params)."""
+
+    received_from = BoundedDateTimeField(
         required=False,
         label="From",
         input_formats=DATETIME_INPUT_FORMATS,
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
-    received_until = forms.DateTimeField(
+    received_until = BoundedDateTimeField(
         required=False,
         label="Until",
         help_text="Not including this minute.",
@@ -92,6 +99,13 @@ class AuditFilterForm(forms.Form):
         initial="prefix",
     )
     mismatch = forms.BooleanField(label="PBX mismatch only", required=False)
+    # Set by the column headers, not typed in: hidden, and the page shows its error on top.
+    sort = forms.ChoiceField(
+        choices=lambda: [(p, p) for key in SORTS for p in (key, f"-{key}")],
+        required=False,
+        widget=forms.HiddenInput,
+        error_messages={"invalid_choice": "Unknown order “%(value)s”: sorted newest first."},
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -102,6 +116,22 @@ class AuditFilterForm(forms.Form):
         start, end = data.get("received_from"), data.get("received_until")
         if start and end and end <= start:
             self.add_error("received_until", "Must be after “From”.")
+        return data
+
+
+class AuditPageForm(AuditFilterForm):
+    """The list's parameters: the filters and order, and the page's cursor (from its Next and
+    Previous links)."""
+
+    after = forms.CharField(required=False, max_length=MAX_CURSOR, widget=forms.HiddenInput)
+    before = forms.CharField(required=False, max_length=MAX_CURSOR, widget=forms.HiddenInput)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        kind = Ordering.parse(data.get("sort")).sort.kind
+        for name in ("after", "before"):
+            if data.get(name) and Cursor.decode(data[name], kind) is None:
+                self.add_error(name, "This page link is not valid: showing the first page.")
         return data
 
 
@@ -217,23 +247,31 @@ class Cursor:
 
     @classmethod
     def decode(cls, token: str | None, kind: str) -> Cursor | None:
-        """None for a missing or malformed token (the first page is shown instead)."""
-        if not token:
+        """None for a missing or malformed token, or one whose values a query cannot take: a
+        datetime out of range once in UTC, a duration beyond any decision time, a string with
+        NUL or a lone surrogate, an id that is not a row id."""
+        if not token or len(token) > MAX_CURSOR:
             return None
         try:
             value, pk = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-            if not isinstance(pk, int):
+            if type(pk) is not int or not 0 < pk <= MAX_PK:
                 return None
             if kind == "datetime":
-                value = parse_datetime(value)
+                value = parse_datetime(value) if isinstance(value, str) else None
                 if value is None or timezone.is_naive(value):
                     return None
+                value = value.astimezone(UTC)  # a ±14:00 offset at either end overflows here
+                check_date_range(value)
             elif kind == "duration":
-                value = timedelta(microseconds=int(value))
-            elif not isinstance(value, str):
+                if type(value) is not int or abs(value) > MAX_DURATION_US:
+                    return None
+                value = timedelta(microseconds=value)
+            elif not isinstance(value, str) or len(value) > MAX_CURSOR or "\x00" in value:
                 return None
-        except (ValueError, TypeError, binascii.Error, OverflowError):
-            return None
+            else:
+                value.encode()  # a lone surrogate cannot go to the database
+        except (ValueError, TypeError, OverflowError, RecursionError, ValidationError):
+            return None  # binascii.Error and UnicodeError are ValueErrors
         return cls(value, pk)
 
 

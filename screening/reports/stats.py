@@ -46,6 +46,7 @@ from django.db.models.functions import Cast, Trunc
 from django.utils import timezone
 
 from screening.models import Call, CallStatus, DecidedBy, StatsHour, StatsRollup, Trunk
+from screening.reports.params import BoundedDateField
 
 AUTO_KINDS = (DecidedBy.RULE, DecidedBy.TRUNK_POLICY, DecidedBy.FALLBACK)
 OUTCOMES = ("accepted", "refused", "expired", "gone", "failed")
@@ -62,13 +63,15 @@ ROW = "received_at"
 
 
 class StatsForm(forms.Form):
-    start = forms.DateField(
+    """The statistics page's query parameters (screening.reports.params)."""
+
+    start = BoundedDateField(
         label="From", required=False, widget=forms.DateInput(attrs={"type": "date"})
     )
-    end = forms.DateField(
+    end = BoundedDateField(
         label="To (inclusive)", required=False, widget=forms.DateInput(attrs={"type": "date"})
     )
-    month = forms.DateField(
+    month = BoundedDateField(
         label="Month",
         required=False,
         input_formats=["%Y-%m"],
@@ -86,6 +89,13 @@ class StatsForm(forms.Form):
             self.add_error("end", "Must not be before “From”.")
         elif start and end and (end - start).days >= MAX_DAYS:
             self.add_error("end", f"At most {MAX_DAYS} days at a time.")
+        elif start and not end and "end" not in self.errors:
+            # "To" defaults to today: say so rather than silently showing another period.
+            today = timezone.localdate()
+            if start > today:
+                self.add_error("start", "Must not be after today (or give “To” too).")
+            elif (today - start).days >= MAX_DAYS:
+                self.add_error("start", f"At most {MAX_DAYS} days before today: give “To” too.")
         return data
 
 

@@ -6,11 +6,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django import forms
 from django.db.models import QuerySet
 
 from screening.calls.payload import user_name
 from screening.models import AuditEvent, AuditKind, Call
 from screening.reports.audit import AuditRow, Ordering, ordered, query_rows
+
+
+class TimelineForm(forms.Form):
+    """A timeline's query parameters (screening.reports.params): where "← Audit log" goes back
+    to, the list's own query string."""
+
+    back = forms.CharField(required=False, max_length=2048, strip=False)
+
 
 # Kinds a supervisor should notice at a glance (styled as warnings on the page).
 ALERT_KINDS = {AuditKind.FAILED, AuditKind.MISMATCH, AuditKind.EXPIRED}

@@ -1,4 +1,7 @@
-"""Thin views for supervisors: parse the request, call the report modules, render."""
+"""Thin views for supervisors: parse the request, call the report modules, render.
+
+Each page's query parameters are one form's fields (``takes_query``); how an invalid one is
+answered is in screening.reports.params."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from django.views.decorators.http import require_GET
 
 from screening.reports import audit, charts, export, live, timeline
 from screening.reports import stats as stats_module
+from screening.reports.params import bad_request, takes_query
 
 VIEW_AUDIT = "screening.view_audit"
 PAGING_PARAMS = {"after", "before"}
@@ -34,16 +38,13 @@ def _query(request: HttpRequest, drop: set[str], **extra: str) -> str:
 
 
 @supervisor_only
+@takes_query(audit.AuditPageForm)
 def audit_list(request: HttpRequest) -> HttpResponse:
-    form = audit.AuditFilterForm(request.GET or None)
-    filters = audit.cleaned_filters(form) if request.GET else {}
-    ordering = audit.Ordering.parse(request.GET.get("sort"))
-    page = audit.fetch_page(
-        audit.filter_calls(filters),
-        ordering,
-        after=request.GET.get("after"),
-        before=request.GET.get("before"),
-    )
+    form = audit.AuditPageForm(request.GET or None)
+    params = audit.cleaned_filters(form) if request.GET else {}
+    ordering = audit.Ordering.parse(params.get("sort"))
+    after, before = params.get("after"), params.get("before")
+    page = audit.fetch_page(audit.filter_calls(params), ordering, after=after, before=before)
     columns = [
         {
             "key": key,
@@ -71,17 +72,21 @@ def audit_list(request: HttpRequest) -> HttpResponse:
             and _query(request, PAGING_PARAMS, before=page.prev_cursor),
             "first_query": _query(request, PAGING_PARAMS),
             "export_query": _query(request, PAGING_PARAMS),
-            "is_first_page": not (request.GET.get("after") or request.GET.get("before")),
+            "is_first_page": not (after or before),
             "page_size": audit.PAGE_SIZE,
         },
     )
 
 
 @supervisor_only
-def audit_export(request: HttpRequest) -> StreamingHttpResponse:
+@takes_query(audit.AuditFilterForm)
+def audit_export(request: HttpRequest) -> HttpResponse:
     form = audit.AuditFilterForm(request.GET or None)
-    filters = audit.cleaned_filters(form) if request.GET else {}
-    ordering = audit.Ordering.parse(request.GET.get("sort"))
+    if form.is_bound and not form.is_valid():
+        # A file of other rows than asked for would mislead: nothing, and why.
+        return bad_request(form)
+    filters = form.cleaned_data if form.is_bound else {}
+    ordering = audit.Ordering.parse(filters.get("sort"))
     qs = audit.filter_calls(filters)
 
     def chunks() -> Any:
@@ -97,7 +102,11 @@ def audit_export(request: HttpRequest) -> StreamingHttpResponse:
 
 
 @supervisor_only
+@takes_query(timeline.TimelineForm)
 def call_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    form = timeline.TimelineForm(request.GET or None)
+    if form.is_bound and not form.is_valid():
+        return bad_request(form)
     row = timeline.call_row(pk)
     if row is None:
         raise Http404("No such call")
@@ -107,7 +116,7 @@ def call_detail(request: HttpRequest, pk: int) -> HttpResponse:
         {
             "row": row,
             "steps": timeline.timeline(pk, row.received_at),
-            "back_query": request.GET.get("back", ""),
+            "back_query": form.cleaned_data["back"] if form.is_bound else "",
         },
     )
 
@@ -122,6 +131,7 @@ SERIES_COLOURS = {
 
 
 @supervisor_only
+@takes_query(stats_module.StatsForm)
 def stats(request: HttpRequest) -> HttpResponse:
     form = stats_module.StatsForm(request.GET or None)
     period = stats_module.resolve_period(form)

@@ -166,11 +166,21 @@ def test_next_and_previous_links_keep_the_filters(history: History, supervisor: 
     assert page_ids(back) == page_ids(first)
 
 
-def test_a_malformed_cursor_shows_the_first_page(history: History, supervisor: Client) -> None:
-    for token in ("garbage", "WyJ4IiwxXQ", "W251bGwsIm5vIl0"):
+def test_a_malformed_cursor_shows_the_first_page_and_says_so(
+    history: History, supervisor: Client
+) -> None:
+    for token in (
+        "garbage",
+        "WyJ4IiwxXQ",
+        "W251bGwsIm5vIl0",
+        # Datetimes at the ends of the range with an offset: out of range once in UTC.
+        "WyI5OTk5LTEyLTMxVDIzOjU5OjU5LTE0OjAwIiwxXQ",  # ["9999-12-31T23:59:59-14:00",1]
+        "WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzE0OjAwIiwxXQ",  # ["0001-01-01T00:00:00+14:00",1]
+    ):
         response = supervisor.get("/audit/", {"after": token})
         assert response.status_code == 200
         assert page_ids(response) == ids(history, *NEWEST_FIRST)
+        assert b"This page link is not valid: showing the first page." in response.content
 
 
 def test_deep_pages_seek_instead_of_offset(history: History) -> None:

@@ -124,6 +124,19 @@ def test_neutralise_leaves_numbers_alone() -> None:
     assert export.neutralise("") == ""
 
 
+@pytest.mark.parametrize(
+    "query",
+    ["received_from=9999-12-31T23:59", "received_until=soon", "sort=password", "trunk=-1"],
+)
+def test_an_invalid_filter_is_a_400_not_a_file_of_other_rows(
+    history: History, supervisor: Client, query: str
+) -> None:
+    response = supervisor.get(f"/audit/export.csv?{query}")
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/plain")
+    assert query.split("=")[0] in response.content.decode()
+
+
 def test_an_empty_filter_still_has_the_header(history: History, supervisor: Client) -> None:
     response = supervisor.get("/audit/export.csv", {"caller": "nobody"})
     body = b"".join(response.streaming_content)

@@ -10,6 +10,7 @@ from datetime import date, datetime
 import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
+from django.utils.html import escape
 
 from screening.reports import stats
 from tests.support.live import make_user
@@ -128,11 +129,41 @@ def test_percentile_matches_percentile_cont() -> None:
             (date(2026, 3, 4), date(2026, 3, 10), "day"),
         ),
         ({"month": "nonsense"}, (date(2026, 3, 4), date(2026, 3, 10), "day")),
+        # Out of range: the month's end, the day after, a week before would not be dates.
+        ({"month": "9999-12"}, (date(2026, 3, 4), date(2026, 3, 10), "day")),
+        ({"month": "9999-12", "by": "hour"}, (date(2026, 3, 4), date(2026, 3, 10), "hour")),
+        (
+            {"start": "9999-12-31", "end": "9999-12-31"},
+            (date(2026, 3, 4), date(2026, 3, 10), "day"),
+        ),
+        ({"end": "0001-01-01"}, (date(2026, 3, 4), date(2026, 3, 10), "day")),
+        ({"month": "9998-12"}, (date(9998, 12, 1), date(9998, 12, 31), "day")),
+        ({"month": "1900-01"}, (date(1900, 1, 1), date(1900, 1, 31), "day")),
     ],
 )
 def test_period_from_the_form(params: dict[str, str], expected: tuple[date, date, str]) -> None:
     period = stats.resolve_period(stats.StatsForm(params or None), today=date(2026, 3, 10))
     assert (period.first, period.last, period.by) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "message"),
+    [
+        ("month=9999-12", "month", "Pick a date from 1900-01 to 9998-12."),
+        ("by=hour&month=9999-12", "month", "Pick a date from 1900-01 to 9998-12."),
+        ("start=9999-12-31&end=9999-12-31", "start", "Pick a date from 1900-01-01 to 9998-12-31."),
+        ("end=0001-01-01", "end", "Pick a date from 1900-01-01 to 9998-12-31."),
+        ("start=2020-01-01", "start", "At most 400 days before today: give “To” too."),
+    ],
+)
+def test_a_period_out_of_range_is_an_error_on_the_page(
+    supervisor: Client, query: str, field: str, message: str
+) -> None:
+    response = supervisor.get(f"/stats/?{query}")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert escape(message) in html
+    assert f'id="id_{field}"' in html.split('class="field has-error"', 1)[1].split("</div>")[0]
 
 
 def test_the_page_has_charts_and_tables(history: History, client: Client) -> None:
