@@ -4,6 +4,10 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
@@ -18,6 +22,7 @@ from screening.models import (
 )
 from screening.pbx.client import PbxClient
 from screening.pbx.trunks import PBX_PROBLEMS, enable_control_inbound, sync_trunks
+from screening.reports.params import EARLIEST, LATEST
 
 
 def _today() -> tuple[datetime, datetime]:
@@ -25,8 +30,55 @@ def _today() -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
+class CheckedChangeList(ChangeList):
+    """The admin's list pages with their query parameters checked first. Django passes them on
+    as they come: PostgreSQL rejects a NUL in a search or filter value, and the date hierarchy
+    computes the end of the year, month or day asked for, which overflows at 9999, from numbers
+    that may not fit a C long (a server error each time). Such a request, and a year outside the
+    reports' date range, is an invalid lookup instead, answered as the admin answers any (its
+    "?e=1" page)."""
+
+    def get_filters(self, request: HttpRequest) -> Any:
+        for key, values in request.GET.lists():
+            if any("\x00" in value for value in (key, *values)):
+                raise IncorrectLookupParameters(f"{key[:40]!r}: NUL character")
+        if self.date_hierarchy:
+            year = request.GET.get(f"{self.date_hierarchy}__year")
+            if year is not None:
+                try:
+                    ok = EARLIEST.year <= int(year) <= LATEST.year
+                except ValueError:
+                    ok = False
+                if not ok:
+                    raise IncorrectLookupParameters(f"year {year[:20]!r} is out of range")
+        try:
+            return super().get_filters(request)
+        except OverflowError as exc:  # a month or day beyond a C long
+            raise IncorrectLookupParameters(exc) from exc
+
+
+class CheckedAdmin(admin.ModelAdmin):
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return CheckedChangeList
+
+
+# Django's own user and group pages get the same checks.
+class CheckedUserAdmin(CheckedAdmin, UserAdmin):
+    pass
+
+
+class CheckedGroupAdmin(CheckedAdmin, GroupAdmin):
+    pass
+
+
+admin.site.unregister(User)
+admin.site.register(User, CheckedUserAdmin)
+admin.site.unregister(Group)
+admin.site.register(Group, CheckedGroupAdmin)
+
+
 @admin.register(Trunk)
-class TrunkAdmin(admin.ModelAdmin):
+class TrunkAdmin(CheckedAdmin):
     list_display = (
         "name",
         "label",
@@ -142,7 +194,7 @@ class TrunkAdmin(admin.ModelAdmin):
 
 
 @admin.register(Rule)
-class RuleAdmin(admin.ModelAdmin):
+class RuleAdmin(CheckedAdmin):
     list_display = (
         "pattern",
         "match",
@@ -176,7 +228,7 @@ class RuleAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(CheckedAdmin):
     """Calls and their audit trail are evidence: nobody adds, edits or deletes them here."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
