@@ -31,7 +31,13 @@ from screening.models import (
     Rule,
     Trunk,
 )
-from screening.pbx.events import CallDetailRecord, CallStateChanged, Event, IncomingCall
+from screening.pbx.events import (
+    CallDetailRecord,
+    CallStateChanged,
+    Event,
+    IncomingCall,
+    as_sent,
+)
 from screening.runtime import run_blocking, spawn
 from screening.speedups import priority
 
@@ -110,8 +116,7 @@ def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None 
                     channel_id=event.channel_id,
                     trunk_name=event.trunk_name,
                     member_status=event.member_status,
-                    # The fields kept shortened to fit (screening.pbx.events), as the PBX sent them.
-                    **({"clipped": dict(event.clipped)} if event.clipped else {}),
+                    **as_sent(event),
                 )
             ]
             if trunk_created:
@@ -138,9 +143,10 @@ def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None 
 
 
 def _log_clipped(event: Event) -> None:
-    """Say which fields the parser shortened to fit (a 30016's audit row keeps them as sent)."""
+    """Say which fields the parser shortened to fit (the call's audit row keeps them as sent)."""
     fields = ", ".join(f"{path} ({len(sent)} characters)" for path, sent in event.clipped)
-    where = " (as sent: in the call's audit trail)" if isinstance(event, IncomingCall) else ""
+    audited = isinstance(event, IncomingCall | CallStateChanged | CallDetailRecord)
+    where = " (as sent: in the call's audit trail)" if audited else ""
     log.warning(
         "PBX event %s for call %s: fields longer than we store, kept shortened: %s%s",
         type(event).__name__,

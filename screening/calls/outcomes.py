@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from screening.calls import endings, store
 from screening.models import AuditKind, Call, CallStatus, DecidedBy, Decision, PbxOutcome
-from screening.pbx.events import CallDetailRecord, CallStateChanged
+from screening.pbx.events import CallDetailRecord, CallStateChanged, as_sent
 
 log = logging.getLogger("screening.calls.outcomes")
 
@@ -53,6 +53,7 @@ def record_call_state(event: CallStateChanged) -> None:
                     at=now,
                     members=[{"kind": m.kind, "status": m.member_status} for m in event.members],
                     pbx_outcome=observed or "",
+                    **as_sent(event),
                 )
             ]
             ending = endings.end_by_pbx_report(
@@ -90,6 +91,7 @@ def record_cdr(event: CallDetailRecord) -> None:
                     talk_duration=event.talk_duration,
                     did_number=event.did_number,
                     pbx_outcome=observed,
+                    **as_sent(event),
                 )
             ]
             ending = endings.end_by_pbx_report(

@@ -46,6 +46,11 @@ class EventError(ValueError):
     """A frame or event that does not have the documented shape; the message says what is wrong."""
 
 
+def as_sent(event: Any) -> dict[str, dict[str, str]]:
+    """Audit detail keeping the fields the parser shortened to fit, as the PBX sent them."""
+    return {"clipped": dict(event.clipped)} if event.clipped else {}
+
+
 @dataclass(frozen=True, slots=True)
 class IncomingCall:
     """30016 Incoming Call Request: the PBX holds the call up to 10 s for accept/refuse."""

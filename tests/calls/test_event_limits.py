@@ -267,6 +267,8 @@ def check_report(call: Call, kind: str, outcome: Event | EventError, before: int
     rows = AuditEvent.objects.filter(call=call, kind=kind)
     assert rows.count() == before + 1
     detail = rows.order_by("-id").first().detail
+    # What the parser shortened is kept as the PBX sent it.
+    assert detail.get("clipped", {}) == dict(outcome.clipped)
     if isinstance(outcome, CallStateChanged):
         assert [m["status"] for m in detail["members"]] == [
             m.member_status for m in outcome.members
