@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
@@ -15,12 +16,19 @@ _CONVERTER = re.compile(r"<(?:(?P<conv>[^>:]+):)?(?P<name>[^>]+)>")
 _GROUP = re.compile(r"\(\?P<(?P<name>\w+)>(?P<body>[^()]*)\)")
 
 
-def fill_route(route: str) -> str:
+@dataclass(frozen=True)
+class Route:
+    url: str  # a sample URL that resolves to the view
+    name: str
+    view: Callable[..., Any]  # the callback, with what its decorators declare (query_form)
+
+
+def fill_route(route: str, pk: str = SAMPLE["int"]) -> str:
     def one(match: re.Match[str]) -> str:
         conv, name = match["conv"] or "str", match["name"]
         if conv == "str":
             return "accept" if name == "action" else "x"
-        return SAMPLE.get(conv, "1")
+        return pk if conv == "int" else SAMPLE.get(conv, "1")
 
     return _CONVERTER.sub(one, route)
 
@@ -37,23 +45,24 @@ def _fill_regex(regex: str) -> str:
 
 
 def routes(
-    patterns: list[Any] | None = None, prefix: str = "", namespace: str = ""
-) -> Iterator[tuple[str, str]]:
-    """(sample URL, name) for every pattern in the URL conf, new ones included."""
+    patterns: list[Any] | None = None, prefix: str = "", namespace: str = "", *, pk: str = "1"
+) -> Iterator[Route]:
+    """Every pattern in the URL conf, new ones included; ``pk`` fills integer parts."""
     for pattern in get_resolver().url_patterns if patterns is None else patterns:
         raw = str(pattern.pattern)
-        part = _fill_regex(raw) if raw.startswith("^") or "(?P<" in raw else fill_route(raw)
+        part = _fill_regex(raw) if raw.startswith("^") or "(?P<" in raw else fill_route(raw, pk)
         if isinstance(pattern, URLResolver):
             ns = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
-            yield from routes(pattern.url_patterns, prefix + part, ns)
+            yield from routes(pattern.url_patterns, prefix + part, ns, pk=pk)
         elif isinstance(pattern, URLPattern):
-            yield "/" + prefix + part, f"{namespace}{pattern.name or raw}"
+            yield Route("/" + prefix + part, f"{namespace}{pattern.name or raw}", pattern.callback)
 
 
-def all_routes() -> list[tuple[str, str]]:
+def all_routes(pk: str = "1") -> list[tuple[str, str]]:
+    """(sample URL, name) of every route; fails loudly on a sample that does not resolve."""
     found = []
-    for url, name in routes():
-        resolve(url)  # a sample that does not resolve would test nothing: fail loudly
-        found.append((url, name))
+    for route in routes(pk=pk):
+        resolve(route.url)  # a sample that does not resolve would test nothing
+        found.append((route.url, route.name))
     assert len(found) > 10
     return found

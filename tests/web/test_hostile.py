@@ -13,7 +13,6 @@ import base64
 import hashlib
 import hmac
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -27,8 +26,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.http import QueryDict
 from django.test import Client, RequestFactory, override_settings
-from django.urls import URLResolver, get_resolver, reverse
-from django.urls.resolvers import RoutePattern
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 from hypothesis import HealthCheck, given, settings
@@ -39,6 +37,7 @@ from screening.models import AuditEvent, Call, CallStatus, Trunk
 from screening.reports.audit import SORTS
 from tests.support.live import make_user
 from tests.support.reporting import build_history
+from tests.support.routes import routes
 
 SECRET = "0123456789abcdef0123456789abcdef"
 FUZZ = settings(
@@ -347,44 +346,22 @@ class Route:
         return HOSTILE + (CURSORS if name in self.contexts else [])
 
 
-def _concrete(route: str, call_pk: int) -> str:
-    """A route pattern with its converters filled in."""
-    values = {"int": str(call_pk), "str": "accept", "path": str(call_pk)}
-    return "/" + re.sub(r"<(?:(\w+):)?\w+>", lambda m: values[m.group(1) or "str"], route)
-
-
 def _site_routes(call_pk: int) -> list[Route]:
-    routes: list[Route] = []
-
-    def walk(patterns: list[Any], prefix: str) -> None:
-        for pattern in patterns:
-            if isinstance(pattern, URLResolver):
-                if str(pattern.pattern) != "admin/":
-                    walk(pattern.url_patterns, prefix + str(pattern.pattern))
-                continue
-            if not isinstance(pattern.pattern, RoutePattern):
-                continue
-            callback = pattern.callback
-            form = getattr(callback, "query_form", None)
-            view_class = getattr(callback, "view_class", None)
-            redirect = getattr(view_class, "redirect_field_name", None)
-            contexts = {}
-            if form is not None and "after" in form.base_fields:
-                # A cursor is read by its sort's kind of value: one sort of each kind.
-                kinds = {sort.kind: f"sort={sort.key}&" for sort in reversed(SORTS.values())}
-                sorts = ["", *kinds.values()]
-                contexts = {name: sorts for name in ("after", "before")}
-            routes.append(
-                Route(
-                    _concrete(prefix + str(pattern.pattern), call_pk),
-                    form,
-                    (redirect,) if redirect else (),
-                    contexts,
-                )
-            )
-
-    walk(get_resolver().url_patterns, "")
-    return routes
+    """Every route of ours (the admin's are walked as changelists), with its declared form."""
+    found: list[Route] = []
+    for route in routes(pk=str(call_pk)):
+        if route.url.startswith("/admin/"):
+            continue
+        form = getattr(route.view, "query_form", None)
+        redirect = getattr(getattr(route.view, "view_class", None), "redirect_field_name", None)
+        contexts = {}
+        if form is not None and "after" in form.base_fields:
+            # A cursor is read by its sort's kind of value: one sort of each kind.
+            kinds = {sort.kind: f"sort={sort.key}&" for sort in reversed(SORTS.values())}
+            sorts = ["", *kinds.values()]
+            contexts = {name: sorts for name in ("after", "before")}
+        found.append(Route(route.url, form, (redirect,) if redirect else (), contexts))
+    return found
 
 
 def _admin_changelists(admin_user: Any) -> list[Route]:
