@@ -72,21 +72,25 @@ def client_address(request: HttpRequest) -> str:
     return str(request.META.get("REMOTE_ADDR", "") or "unknown")
 
 
-def normalized_username(raw: str) -> str:
+def normalized_username(raw: str) -> str | None:
     """The username exactly as the login form hands it to the authentication backend: stripped,
-    then NFKC-normalised (``UsernameField``). One the form refuses (too long) is never checked;
-    it is kept as typed, only to name a counter."""
+    then NFKC-normalised (``UsernameField``); None when the form refuses it (a NUL character)."""
     username_field = AuthenticationForm().fields["username"]
     try:
         return str(username_field.clean(raw))
     except ValidationError:
-        return raw.strip()
+        return None
 
 
-def account(username: str) -> str:
-    """The account a username reaches: looked up as ``ModelBackend`` looks it up
+def account(raw: str) -> str:
+    """The account a username as typed reaches: looked up as ``ModelBackend`` looks it up
     (``get_by_natural_key``), so whatever the database counts as equal (a case-insensitive
     collation, say) shares one counter; a username that reaches no user is its own account."""
+    username = normalized_username(raw)
+    if username is None:
+        # No backend ever looks up a username the form refuses, and neither may we: PostgreSQL
+        # refuses a NUL in a query. It still names a counter, so the attempt counts.
+        return f"name:{raw.strip()}"
     user_model = get_user_model()
     try:
         user = user_model._default_manager.get_by_natural_key(username)
@@ -296,9 +300,9 @@ def protect(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         if request.method != "POST":
             return view(request, *args, **kwargs)
         address = client_address(request)
-        name = normalized_username(str(request.POST.get("username", "")))
+        typed = str(request.POST.get("username", ""))
         try:
-            attempt = Attempt.begin(account(name), address)
+            attempt = Attempt.begin(account(typed), address)
         except (CacheUnavailable, *CACHE_ERRORS) as exc:
             log.error("login refused: the throttle cannot reach the cache (%s)", exc)
             return unavailable(request)

@@ -118,6 +118,35 @@ def test_many_usernames_from_one_address_hit_the_address_limit(login_path: str) 
     assert post(login_path, "real", RIGHT, addr="10.1.1.2").status_code == 302
 
 
+# Usernames no account can have, as a form body carries them (percent-encoded): a NUL (the form
+# refuses it; PostgreSQL would refuse it in a query), one past the column, bytes that are not
+# UTF-8, control characters.
+IMPOSSIBLE_USERNAMES = {
+    "NUL": "op%00x",
+    "NUL only": "%00",
+    "past the column": "x" * 151,
+    "not UTF-8": "%ED%A0%80op",
+    "control characters": "op%1B%5B31m%7F",
+}
+
+
+@pytest.mark.django_db
+@override_settings(LOGIN_FAILURE_LIMIT=5, LOGIN_ADDRESS_FAILURE_LIMIT=4, LOGIN_LOCKOUT_SECONDS=60)
+def test_impossible_usernames_are_answered_and_counted_never_a_500(
+    login_path: str,
+) -> None:
+    client = Client(raise_request_exception=False)
+    codes = []
+    for username in IMPOSSIBLE_USERNAMES.values():
+        body = f"username={username}&password=wrong"
+        response = client.post(
+            login_path, body, "application/x-www-form-urlencoded", REMOTE_ADDR="10.2.2.2"
+        )
+        codes.append(response.status_code)
+    # The form comes back for each, and each counts against the address.
+    assert codes == [200, 200, 200, 429, 429]
+
+
 @pytest.mark.django_db
 @override_settings(LOGIN_ADDRESS_FAILURE_LIMIT=3, LOGIN_LOCKOUT_SECONDS=60)
 def test_successful_logins_from_one_address_do_not_count_against_it(login_path: str) -> None:
@@ -213,4 +242,5 @@ def test_the_username_is_normalised_exactly_as_the_login_form_does() -> None:
         for spelling in spellings:
             assert throttle.normalized_username(spelling) == username_field.clean(spelling)
     too_long = "x" * (get_user_model()._meta.get_field("username").max_length + 1)
-    assert throttle.normalized_username(f" {too_long} ") == too_long  # refused by the form
+    assert throttle.normalized_username(f" {too_long} ") == too_long  # the form lets it through
+    assert throttle.normalized_username("op\x0003") is None  # refused by the form
