@@ -35,7 +35,10 @@ log = logging.getLogger("screening.health")
 
 # What an outage of the shared services raises: Redis (cache and channel layer), the database,
 # and the sockets under them. Paths that read shared state catch these and degrade, never 500.
-UNAVAILABLE: tuple[type[BaseException], ...] = (RedisError, DatabaseError, OSError)
+# What a cache (Redis) that cannot be reached raises: redis-py's errors, and the operating
+# system's for a socket that fails below it.
+CACHE_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
+UNAVAILABLE: tuple[type[BaseException], ...] = (*CACHE_ERRORS, DatabaseError)
 
 OK = "ok"
 STARTING = "starting"

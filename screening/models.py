@@ -13,6 +13,8 @@ from django.utils import timezone
 from screening.calls.numbers import normalise_pattern
 from screening.pbx import events as wire
 
+MAX_PK = 2**63 - 1  # the largest BigAutoField key
+
 
 class FallbackPolicy(models.TextChoices):
     WINDOW = "window", "Leave it to the PBX window"

@@ -39,7 +39,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm
@@ -49,11 +48,10 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from screening import health
+
 log = logging.getLogger("screening.throttle")
 
-# What a cache that cannot be reached raises: redis-py's errors (the Redis cache), and the
-# operating system's for a socket that fails below it.
-CACHE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 CHECK_WAIT_SECONDS = 20.0  # queued longer than this (nginx waits 30 s for an answer): 503
 BUSY_RETRY_SECONDS = 5
 CACHE_RETRY_SECONDS = 30
@@ -287,7 +285,7 @@ def _after_check(step: Callable[[], Any]) -> Any:
     stands (a wrong password was counted when it was reserved)."""
     try:
         return step()
-    except CACHE_ERRORS as exc:
+    except health.CACHE_ERRORS as exc:
         log.error("login throttle: the cache failed after a login attempt (%s)", exc)
         return None
 
@@ -303,7 +301,7 @@ def protect(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         typed = str(request.POST.get("username", ""))
         try:
             attempt = Attempt.begin(account(typed), address)
-        except (CacheUnavailable, *CACHE_ERRORS) as exc:
+        except (CacheUnavailable, *health.CACHE_ERRORS) as exc:
             log.error("login refused: the throttle cannot reach the cache (%s)", exc)
             return unavailable(request)
         if attempt.refused_for:

@@ -23,7 +23,7 @@ from screening.calls import decisions, store
 from screening.calls.access import may_decide
 from screening.calls.intake import handle_event
 from screening.calls.payload import call_payload
-from screening.models import Call, CallStatus, Decision
+from screening.models import MAX_PK, Call, CallStatus, Decision
 from screening.pbx import link
 from screening.pbx.events import EventError, parse_event
 from screening.runtime import run_blocking
@@ -31,7 +31,6 @@ from screening.runtime import run_blocking
 log = logging.getLogger("screening.views")
 
 MAX_WEBHOOK_BODY = 64 * 1024
-MAX_PK = 2**63 - 1  # BigAutoField
 
 
 @login_required

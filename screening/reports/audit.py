@@ -29,8 +29,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from screening.models import Call, CallStatus, DecidedBy, PbxOutcome, Trunk
-from screening.reports.params import MAX_PK, BoundedDateTimeField, check_date_range
+from screening.models import MAX_PK, Call, CallStatus, DecidedBy, PbxOutcome, Trunk
+from screening.reports.params import BoundedDateTimeField, check_date_range
 
 PAGE_SIZE = 50
 DATETIME_INPUT_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"]

@@ -26,7 +26,6 @@ from django.http import HttpResponse
 
 EARLIEST = date(1900, 1, 1)
 LATEST = date(9998, 12, 31)
-MAX_PK = 2**63 - 1  # BigAutoField
 
 View = TypeVar("View", bound=Callable[..., Any])
 
