@@ -17,7 +17,7 @@ socket within a presence refresh (about 20 s) anyway.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import import_module
 from types import SimpleNamespace
@@ -163,73 +163,49 @@ def _user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     notify([instance.pk])
 
 
-def _m2m_users(
-    action: str,
-    reverse: bool,
-    instance: Any,
-    pk_set: set[Any] | None,
-    *,
-    forward: Any,
-    reverse_pks: Any,
-    reverse_cleared: Any,
-) -> list[Any]:
-    """The users a change of a many-to-many relation concerns. A reverse ``clear()`` is seen
-    before it happens, while its rows can still be read; the message still waits for commit
-    (clear() runs in a transaction)."""
-    if action in ("post_add", "post_remove") and pk_set:
-        return list(reverse_pks(pk_set)) if reverse else list(forward(instance))
-    if action == "pre_clear":
-        return list(reverse_cleared(instance)) if reverse else list(forward(instance))
-    return []
+def _m2m_receiver(
+    forward: Callable[[Any], Iterable[Any]],
+    reverse_pks: Callable[[set[Any]], Iterable[Any]],
+    reverse_cleared: Callable[[Any], Iterable[Any]],
+) -> Callable[..., None]:
+    """An ``m2m_changed`` receiver telling the users a change of the relation concerns:
+    ``forward(instance)`` from the relation's own side, ``reverse_pks(pk_set)`` for rows added or
+    removed from the other side, ``reverse_cleared(instance)`` for a reverse ``clear()``, which is
+    seen before it happens, while its rows can still be read (the message still waits for commit:
+    clear() runs in a transaction)."""
+
+    def receiver(sender: Any, action: str, reverse: bool, instance: Any, **kw: Any) -> None:
+        pk_set = kw.get("pk_set")
+        if action in ("post_add", "post_remove") and pk_set:
+            notify(reverse_pks(pk_set) if reverse else forward(instance))
+        elif action == "pre_clear":
+            notify(reverse_cleared(instance) if reverse else forward(instance))
+
+    return receiver
 
 
-def _memberships_changed(sender: Any, action: str, reverse: bool, instance: Any, **kw: Any) -> None:
-    # user.groups (instance: a user) or group.user_set (instance: a group, pk_set: users)
-    notify(
-        _m2m_users(
-            action,
-            reverse,
-            instance,
-            kw.get("pk_set"),
-            forward=lambda user: [user.pk],
-            reverse_pks=lambda pks: pks,
-            reverse_cleared=lambda group: _members([group.pk]),
-        )
-    )
+def _same(pks: set[Any]) -> set[Any]:
+    return pks
 
 
-def _user_permissions_changed(
-    sender: Any, action: str, reverse: bool, instance: Any, **kw: Any
-) -> None:
-    # user.user_permissions (instance: a user) or permission.user_set (pk_set: users)
-    notify(
-        _m2m_users(
-            action,
-            reverse,
-            instance,
-            kw.get("pk_set"),
-            forward=lambda user: [user.pk],
-            reverse_pks=lambda pks: pks,
-            reverse_cleared=lambda perm: perm.user_set.values_list("pk", flat=True),
-        )
-    )
+def _the_user(user: Any) -> list[Any]:
+    return [user.pk]
 
 
-def _group_permissions_changed(
-    sender: Any, action: str, reverse: bool, instance: Any, **kw: Any
-) -> None:
-    # group.permissions (instance: a group) or permission.group_set (pk_set: groups)
-    notify(
-        _m2m_users(
-            action,
-            reverse,
-            instance,
-            kw.get("pk_set"),
-            forward=lambda group: _members([group.pk]),
-            reverse_pks=_members,
-            reverse_cleared=lambda perm: _members(perm.group_set.values_list("pk", flat=True)),
-        )
-    )
+def _group_members(group: Group) -> list[Any]:
+    return _members([group.pk])
+
+
+# user.groups (instance: a user) or group.user_set (instance: a group, pk_set: users)
+_memberships_changed = _m2m_receiver(_the_user, _same, _group_members)
+# user.user_permissions (instance: a user) or permission.user_set (pk_set: users)
+_user_permissions_changed = _m2m_receiver(
+    _the_user, _same, lambda perm: perm.user_set.values_list("pk", flat=True)
+)
+# group.permissions (instance: a group) or permission.group_set (pk_set: groups)
+_group_permissions_changed = _m2m_receiver(
+    _group_members, _members, lambda perm: _members(perm.group_set.values_list("pk", flat=True))
+)
 
 
 def _group_deleting(sender: Any, instance: Group, **kwargs: Any) -> None:
