@@ -10,17 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from screening.models import Call
 from tests.conftest import TEST_WINDOW, Live, LiveFactory
 from tests.support.browser import (
     Operator,
-    launch,
     log_in_with_cookie,
     log_in_with_form,
     new_operator,
-    require_chromium,
 )
 from tests.support.live import make_user, wait_for
 
@@ -30,28 +28,6 @@ PASSWORD = "correct horse battery staple"
 NARROW = {"width": 375, "height": 667}  # a small phone
 
 OperatorFactory = Callable[..., Operator]
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    require_chromium()
-    with sync_playwright() as pw:
-        yield pw
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    chromium = launch(playwright)
-    yield chromium
-    chromium.close()
-
-
-@pytest.fixture(autouse=True)
-def _orm_beside_playwright(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Playwright's sync API keeps its asyncio loop current on this thread between calls, so
-    Django takes the test's plain synchronous ORM calls (and pytest-django's flush) for calls from
-    async code and refuses them. Allow them in this process only; see ``start_live``."""
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 @pytest.fixture

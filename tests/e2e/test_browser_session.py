@@ -3,33 +3,15 @@ the callers' numbers off the screen and stops trying to reconnect."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from playwright.sync_api import Browser, WebSocket, expect, sync_playwright
+from playwright.sync_api import Browser, WebSocket, expect
 
 from screening.models import Call
 from tests.conftest import LiveFactory
-from tests.support.browser import launch, log_in_with_cookie, new_operator, require_chromium
+from tests.support.browser import log_in_with_cookie, new_operator
 from tests.support.live import make_user, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    require_chromium()
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture(autouse=True)
-def _orm_beside_playwright(monkeypatch: pytest.MonkeyPatch) -> None:
-    """As in test_browser.py: Playwright's loop is current on this thread, so let the test's
-    plain ORM calls through in this process only (the server keeps its checks)."""
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 def test_logging_out_in_another_tab_ends_the_dashboard_with_a_reason(

@@ -11,29 +11,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from screening.models import AuditEvent, AuditKind, CallStatus
-from tests.support.browser import TIMEOUT_MS, launch, new_operator, require_chromium
+from tests.support.browser import TIMEOUT_MS, new_operator
 from tests.support.live import LiveServer, make_user, start_server
 from tests.support.reporting import T0, build_history, make_call
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    require_chromium()
-    with sync_playwright() as pw:
-        chromium = launch(pw)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture(autouse=True)
-def _orm_beside_playwright(monkeypatch: pytest.MonkeyPatch) -> None:
-    # See tests/e2e/test_browser.py: Playwright's loop makes Django take ORM calls for async ones.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 @pytest.fixture
