@@ -130,6 +130,15 @@ RULE_PRECEDENCE_HELP = (
 )
 
 
+class RefusalReason(models.TextChoices):
+    """Why an operator refused a call; the keys 1 to 4 after R pick them in this order."""
+
+    SPAM = "spam", "Spam or sales"
+    WRONG_NUMBER = "wrong_number", "Wrong number"
+    ABUSIVE = "abusive", "Abusive"
+    OTHER = "other", "Other"
+
+
 class Rule(models.Model):
     """A screening rule: decides matching calls at once, before any operator sees them."""
 
@@ -167,6 +176,20 @@ class Rule(models.Model):
         editable=False,
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Set when an operator made the rule from a call's card ("Refuse and block", "Accept and
+    # always allow"), so admin, the audit and the review queue can show where it came from.
+    source_call = models.ForeignKey(
+        "Call",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+        help_text="The call whose card this rule was made from",
+    )
+    reason = models.CharField(max_length=16, choices=RefusalReason.choices, blank=True)
+    # When a permanent block was last written to the PBX's own block list (admin action).
+    pbx_blocked_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ("normalised", "match", "id")
@@ -246,6 +269,20 @@ class Call(models.Model):
     # The caller's history as it stood when the call arrived, so pushes and snapshots need no
     # per-call queries.
     history = models.JSONField(default=dict, blank=True)
+    # The caller's number in the rules' form (screening.calls.numbers), for notes, contacts and
+    # precedent, which are kept per number whatever format the PBX sent it in.
+    caller_key = models.CharField(max_length=wire.NUMBER_CHARS, blank=True)
+    # Who is calling, as known when the call arrived or found by a lookup within its budget.
+    caller_name = models.CharField(max_length=200, blank=True)
+    # What the card shows beside the number, as it stood when the call arrived (contact, notes,
+    # precedent, suggestion: screening.calls.context), so pushes and snapshots need no queries.
+    context = models.JSONField(default=dict, blank=True)
+    # A refusal's reason, recorded after the decision and editable by its operator for a while.
+    reason = models.CharField(max_length=16, choices=RefusalReason.choices, blank=True)
+    reason_note = models.CharField(max_length=500, blank=True)
+    reason_at = models.DateTimeField(null=True, blank=True)
+    # What the shadow suggestion would have decided (blank: no suggestion), to measure agreement.
+    suggestion = models.CharField(max_length=8, choices=Decision.choices, blank=True)
 
     class Meta:
         ordering = ("-received_at",)
@@ -258,6 +295,7 @@ class Call(models.Model):
         indexes: ClassVar[list[Any]] = [
             models.Index(fields=("status", "deadline"), name="call_status_deadline"),
             models.Index(fields=("caller", "-received_at"), name="call_caller_recent"),
+            models.Index(fields=("caller_key", "-received_at"), name="call_caller_key_recent"),
         ]
         permissions = (
             ("decide_call", "Can accept or refuse live calls"),
@@ -288,6 +326,10 @@ class AuditKind(models.TextChoices):
     PBX_STATE = "pbx_state", "PBX call state"
     PBX_CDR = "pbx_cdr", "PBX call record"
     MISMATCH = "mismatch", "PBX outcome contradicts our record"
+    CALLER_NAME = "caller_name", "Caller identified"
+    REASON = "reason", "Refusal reason"
+    NOTE = "note", "Note added"
+    RULE_CREATED = "rule_created", "Rule created from the card"
 
 
 class AuditQuerySet(models.QuerySet["AuditEvent"]):
@@ -344,6 +386,8 @@ class Presence(models.Model):
     )
     channel_name = models.CharField(max_length=256, unique=True)
     process = models.CharField(max_length=128, help_text="hostname:pid")
+    # The dashboard is on screen (Page Visibility API): a hidden tab is connected, not online.
+    visible = models.BooleanField(default=True)
     connected_at = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)
 
@@ -401,3 +445,141 @@ class StatsRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H:00} UTC trunk {self.trunk_id} user {self.decided_by_id}"
+
+
+class ContactSource(models.TextChoices):
+    MANUAL = "manual", "Entered by hand"
+    IMPORT = "import", "Imported from a file"
+    PBX = "pbx", "PBX company contacts"
+    LOOKUP = "lookup", "External lookup"
+
+
+class Contact(models.Model):
+    """Someone who may call: the card shows their name and organisation beside the number."""
+
+    name = models.CharField(max_length=200, db_index=True)
+    organisation = models.CharField(max_length=200, blank=True)
+    note = models.TextField(blank=True)
+    source = models.CharField(
+        max_length=8, choices=ContactSource.choices, default=ContactSource.MANUAL
+    )
+    # The source's own id: the PBX contact's id, a vCard UID or an import key. Sync and re-import
+    # find their rows by it, and never touch rows of another source.
+    external_id = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ("name", "id")
+        indexes: ClassVar[list[Any]] = [
+            models.Index(fields=("source", "external_id"), name="contact_source_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.organisation})" if self.organisation else self.name
+
+
+class ContactNumber(models.Model):
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="numbers")
+    number = models.CharField(max_length=wire.NUMBER_CHARS, help_text="As entered or imported")
+    # The rules' form (screening.calls.numbers.normalise): what calls are matched on.
+    normalised = models.CharField(max_length=wire.NUMBER_CHARS, db_index=True, editable=False)
+    label = models.CharField(max_length=32, blank=True, help_text="mobile, business, home…")
+
+    class Meta:
+        ordering = ("id",)
+
+    def __str__(self) -> str:
+        return self.number
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        from screening.calls.numbers import normalise
+
+        self.normalised = normalise(self.number)
+        super().save(*args, **kwargs)
+
+
+class CallerNote(models.Model):
+    """What the team knows about a number, shown newest first on every later card of it."""
+
+    number = models.CharField(max_length=wire.NUMBER_CHARS, db_index=True)  # normalised
+    text = models.CharField(max_length=500)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Blank: never")
+    call = models.ForeignKey(
+        Call, null=True, blank=True, on_delete=models.SET_NULL, related_name="notes"
+    )
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        indexes: ClassVar[list[Any]] = [
+            models.Index(fields=("number", "-created_at"), name="note_number_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.number}: {self.text[:40]}"
+
+
+class ReviewKind(models.TextChoices):
+    BLOCK = "block", "Block suggestion"
+    WRONG_REFUSAL = "wrong_refusal", "Possible wrong refusal"
+    RULE = "rule", "Rule to review"
+
+
+class ReviewAction(models.Model):
+    """A supervisor's approval or dismissal in the review queue; never changed afterwards."""
+
+    kind = models.CharField(max_length=16, choices=ReviewKind.choices)
+    subject = models.CharField(max_length=200, help_text="A normalised number, or a rule's id")
+    approved = models.BooleanField()
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Dismissed items are not suggested again until then.
+    hidden_until = models.DateTimeField(null=True, blank=True)
+    rule = models.ForeignKey(
+        Rule, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ("-at", "-id")
+        indexes: ClassVar[list[Any]] = [
+            models.Index(fields=("kind", "subject", "-at"), name="review_subject_recent"),
+        ]
+
+    def __str__(self) -> str:
+        verb = "approved" if self.approved else "dismissed"
+        return f"{self.get_kind_display()} {self.subject} {verb}"
+
+
+class CallerPrecedent(models.Model):
+    """What the team did with one number before, kept up to date as calls end, so a card reads it
+    with one indexed lookup however many calls there are (screening.calls.precedent).
+
+    ``*_weight`` are decayed sums (each decision counts 1 when made and halves every half-life),
+    as they stood at ``as_of``; the ``*_count`` columns are plain counts. People's decisions and
+    automatic ones (rules, fallback) are kept apart.
+    """
+
+    number = models.CharField(max_length=wire.NUMBER_CHARS, unique=True)  # normalised
+    as_of = models.DateTimeField(default=timezone.now)
+    people_accept_weight = models.FloatField(default=0.0)
+    people_refuse_weight = models.FloatField(default=0.0)
+    auto_accept_weight = models.FloatField(default=0.0)
+    auto_refuse_weight = models.FloatField(default=0.0)
+    people_accepted = models.PositiveIntegerField(default=0)
+    people_refused = models.PositiveIntegerField(default=0)
+    auto_accepted = models.PositiveIntegerField(default=0)
+    auto_refused = models.PositiveIntegerField(default=0)
+    # {user id: [accepted, refused]}: how many people decided, and who refused.
+    operators = models.JSONField(default=dict, blank=True)
+    # The latest decision by a person: {decision, reason, by, at, call}.
+    last = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.number}: {self.people_refused}/{self.people_accepted + self.people_refused}"

@@ -19,8 +19,10 @@ from django.utils import timezone
 
 from screening.calls import decisions, outcomes, presence, rules, store
 from screening.calls.access import stream_for_trunk
+from screening.calls.context import card_context
 from screening.calls.endings import schedule_expiry
 from screening.calls.history import caller_history
+from screening.calls.numbers import normalise_for_trunk
 from screening.models import (
     AuditKind,
     Call,
@@ -91,6 +93,9 @@ def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None 
     now = received_at or timezone.now()
     trunk, trunk_created = _trunk_for(event.trunk_name)
     history = caller_history(event.caller, now)
+    caller_key = normalise_for_trunk(event.caller, trunk)
+    context = card_context(caller_key, now)
+    contact = context["contact"]
     auto = _auto_decision(event.caller, trunk, now)
     try:
         with priority.urgent(), transaction.atomic():
@@ -104,6 +109,9 @@ def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None 
                 received_at=now,
                 deadline=now + timedelta(seconds=settings.SCREEN_WINDOW_SECONDS),
                 history=history,
+                caller_key=caller_key,
+                caller_name=contact["name"] if contact else "",
+                context=context,
             )
             events = [
                 store.event(

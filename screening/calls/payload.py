@@ -46,4 +46,9 @@ def call_payload(call: Call) -> dict[str, Any]:
         "pbx_outcome": call.pbx_outcome,
         "outcome_mismatch": call.outcome_mismatch,
         "history": call.history,
+        "caller_name": call.caller_name,
+        "context": call.context,
+        "reason": call.reason,
+        "reason_label": call.get_reason_display() if call.reason else "",
+        "reason_note": call.reason_note,
     }
