@@ -47,6 +47,7 @@ REFRESH_AHEAD_SECONDS = 300.0  # renew 5 min before expiry (at most half the lif
 FAILURE_BACKOFF_SECONDS = 2  # after a refused get_token, don't hammer the PBX from every worker
 LOCK_POLL_SECONDS = 0.02
 MAX_PAGES = 1000
+CONTACT_PAGE_SIZE = 500  # explicit: the PBX's default page is 10,000 contacts
 # What we keep of an answer is stored with the call (an integer column, a 256-character text):
 # an errcode no 32-bit column holds is no verdict at all, and an errmsg is cut and cleaned.
 ERRCODE_RANGE = range(-(2**31), 2**31)
@@ -565,6 +566,83 @@ class PbxClient:
         """Set Control Inbound Call / Call Status per trunk (docs/pbx.md)."""
         return self.request(
             "POST", "trunk_status_monitor/update", body={"trunk_monitor_list": monitors}
+        )
+
+    # --- company contacts and block lists (docs/contacts.md) -------------------------------------
+    # Documented shapes only; what `search_value` matches, the errcodes of a bad id or a full list
+    # and the field semantics beyond their names are unconfirmed. Callers tolerate odd items.
+
+    def company_contacts(self, *, page_size: int | None = None) -> list[dict[str, Any]]:
+        """Every company contact (``company_contact/list``), following pages. ``page_size`` is
+        always sent: the PBX's default is 10,000 rows in one answer."""
+        page_size = page_size or CONTACT_PAGE_SIZE
+        contacts: list[dict[str, Any]] = []
+        for page in range(1, MAX_PAGES + 1):
+            response = self.request(
+                "GET", "company_contact/list", params={"page": page, "page_size": page_size}
+            )
+            batch = _data_list(response)
+            contacts.extend(batch)
+            total = response.data.get("total_number")
+            if len(batch) < page_size:
+                break
+            if isinstance(total, int) and not isinstance(total, bool) and len(contacts) >= total:
+                break
+        else:
+            raise PbxTransportError("company_contact/list", f"more than {MAX_PAGES} pages")
+        return contacts
+
+    def company_contact_search(
+        self, value: str, *, page_size: int = 20, deadline: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Company contacts matching ``value`` (a number or text; matching is unconfirmed)."""
+        response = self.request(
+            "GET",
+            "company_contact/search",
+            params={"search_value": value, "page_size": page_size},
+            deadline=deadline,
+        )
+        return _data_list(response)
+
+    def company_contact(self, contact_id: int) -> dict[str, Any]:
+        """One company contact with its ``number_list`` [{num_type, number}]."""
+        response = self.request("GET", "company_contact/get", params={"id": contact_id})
+        data = response.data.get("data", response.data)
+        if not isinstance(data, dict):
+            raise PbxTransportError(response.endpoint, "answer's data is not an object")
+        return data
+
+    def block_lists(self) -> list[dict[str, Any]]:
+        """The PBX's block lists: [{id, name, limit_type, number_list: "a&b"}]."""
+        return _data_list(self.request("GET", "block_numbers/list"))
+
+    def create_block_list(self, name: str, limit_type: str, numbers: list[str]) -> int:
+        """A new block list; returns its id."""
+        response = self.request(
+            "POST",
+            "block_numbers/create",
+            body={"name": name, "limit_type": limit_type, "number_list": "&".join(numbers)},
+        )
+        new_id = response.data.get("id")
+        if isinstance(response.data.get("data"), dict):  # tolerated: the id inside "data"
+            new_id = response.data["data"].get("id", new_id)
+        if not isinstance(new_id, int) or isinstance(new_id, bool):
+            raise PbxTransportError(response.endpoint, "answer has no integer id")
+        return new_id
+
+    def update_block_list(
+        self, list_id: int, name: str, limit_type: str, numbers: list[str]
+    ) -> PbxResponse:
+        """Replace a block list's name, direction and numbers."""
+        return self.request(
+            "POST",
+            "block_numbers/update",
+            body={
+                "id": list_id,
+                "name": name,
+                "limit_type": limit_type,
+                "number_list": "&".join(numbers),
+            },
         )
 
     def websocket_url(self, token: str) -> str:

@@ -2,7 +2,8 @@
 
 The names are a fixed interface (the demo, the tests and the bench use them): inject a call,
 read the request log, see how a call ended, set faults.
-The rest (sockets, tokens, IP blocks, webhook target, state counts) serves tests and benchmarks.
+The rest (sockets, tokens, IP blocks, webhook target, state counts, company contacts and block
+lists) serves tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -91,6 +92,11 @@ class ControlApi:
         router.add_post("/_sim/tokens/revoke", self.revoke_tokens)
         router.add_post("/_sim/reset_blocks", self.reset_blocks)
         router.add_get("/_sim/state", self.state)
+        router.add_get("/_sim/contacts", self.contacts)
+        router.add_post("/_sim/contacts", self.contacts)
+        router.add_post("/_sim/contacts/{contact_id}", self.contact)
+        router.add_delete("/_sim/contacts/{contact_id}", self.contact)
+        router.add_get("/_sim/block_numbers", self.block_numbers)
 
     async def inject(self, request: web.Request) -> web.Response:
         body = _json_object(await request.read())
@@ -162,3 +168,37 @@ class ControlApi:
 
     async def state(self, _request: web.Request) -> web.Response:
         return web.json_response(self.sim.state())
+
+    async def contacts(self, request: web.Request) -> web.Response:
+        """GET: every company contact; POST {contact_name, company, mobile, ...}: add one."""
+        directory = self.sim.directory
+        if request.method == "POST":
+            body = _json_object(await request.read())
+            problem = directory.check_fields(body)
+            if problem is None and not str(body.get("contact_name", "")).strip():
+                problem = "contact_name is required"
+            if problem:
+                return _error(problem)
+            return web.json_response(directory.add(body), status=201)
+        return web.json_response({"contacts": list(directory.contacts.values())})
+
+    async def contact(self, request: web.Request) -> web.Response:
+        """POST {field: value}: change a company contact; DELETE: remove it."""
+        try:
+            contact_id = int(request.match_info["contact_id"])
+        except ValueError:
+            return _error("contact id must be an integer")
+        directory = self.sim.directory
+        if contact_id not in directory.contacts:
+            return _error("unknown contact id", 404)
+        if request.method == "DELETE":
+            directory.remove(contact_id)
+            return web.json_response({"removed": contact_id})
+        body = _json_object(await request.read())
+        problem = directory.check_fields(body)
+        if problem:
+            return _error(problem)
+        return web.json_response(directory.change(contact_id, body))
+
+    async def block_numbers(self, _request: web.Request) -> web.Response:
+        return web.json_response({"lists": list(self.sim.directory.block_lists.values())})

@@ -274,6 +274,8 @@ class CallBook:
         self.monitor = {t.id: {"enb_call_status": 1, "enb_control_inbound_call": 1} for t in TRUNKS}
         self._ids = CallIds(rng)
         self._timers: dict[str, CallTimers] = {}
+        # Made here, not in generate(): the simulated company contacts reuse these numbers.
+        self.callers = CallerPool(rng)
 
     def offer(
         self, caller: str, called: str, trunk_name: str, *, hangup_after: float | None = None
@@ -342,7 +344,7 @@ class CallBook:
 
     async def generate(self, call_rate: float) -> None:
         """Poisson arrivals at ``call_rate`` per second, some callers hanging up during the hold."""
-        callers = CallerPool(self.rng)
+        callers = self.callers
         while True:
             await asyncio.sleep(self.rng.expovariate(call_rate))
             # Calls on trunks without Control Inbound Call are never held nor offered: skip them.

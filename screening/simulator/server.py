@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from aiohttp import ClientError, ClientSession, ClientTimeout, WSCloseCode, WSMsgType, web
 
 from screening.simulator.control import ControlApi, Faults
+from screening.simulator.directory import Answer, Directory
 from screening.simulator.generator import (
     ACCEPTED,
     ENDED,
@@ -129,6 +130,7 @@ class PbxSimulator:
         talk_seconds: tuple[float, float] = (1.0, 5.0),
         ring_seconds: tuple[float, float] = (0.3, 1.5),
         answer_probability: float = 0.85,
+        contacts: int = 24,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
@@ -153,6 +155,8 @@ class PbxSimulator:
             answer_probability=answer_probability,
             hangup_probability=hangup_probability,
         )
+        # Company contacts (some with the regular callers' numbers) and block lists.
+        self.directory = Directory(self._rng, count=contacts, callers=self.book.callers.regulars)
         self.deliveries: dict[str, int] = {}  # call_id -> sockets its 30016 was written to
         self._tokens: dict[str, Token] = {}  # by access token
         self._refresh: dict[str, Token] = {}  # by refresh token
@@ -177,7 +181,23 @@ class PbxSimulator:
             ("POST", "trunk_status_monitor/update"): (self._monitor_update, True),
             # The query path is unconfirmed (docs/pbx.md); this is the presumed one.
             ("GET", "trunk_status_monitor/query"): (self._monitor_query, True),
+            ("GET", "company_contact/list"): (self._wrap(self.directory.list), True),
+            ("GET", "company_contact/search"): (self._wrap(self.directory.search), True),
+            ("GET", "company_contact/get"): (self._wrap(self.directory.get), True),
+            ("GET", "block_numbers/list"): (self._wrap(self.directory.block_list), True),
+            ("POST", "block_numbers/create"): (self._wrap(self.directory.block_create), True),
+            ("POST", "block_numbers/update"): (self._wrap(self.directory.block_update), True),
         }
+
+    @staticmethod
+    def _wrap(handler: Callable[[dict[str, Any]], Answer]) -> Handler:
+        """A directory handler in the errcode envelope of the other endpoints."""
+
+        def answer(_request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+            errcode, extra = handler(params)
+            return result(errcode, **extra)
+
+        return answer
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -749,3 +769,21 @@ class SimulatorThread:
 
     def reset_blocks(self) -> list[str]:
         return self._call(self.sim.reset_blocks)
+
+    def contacts(self) -> list[dict[str, Any]]:
+        return self._call(lambda: [dict(c) for c in self.sim.directory.contacts.values()])
+
+    def add_contact(self, **fields: Any) -> dict[str, Any]:
+        return dict(self._call(self.sim.directory.add, fields))
+
+    def change_contact(self, contact_id: int, **fields: Any) -> dict[str, Any]:
+        contact = self._call(self.sim.directory.change, contact_id, fields)
+        if contact is None:
+            raise KeyError(contact_id)
+        return dict(contact)
+
+    def remove_contact(self, contact_id: int) -> bool:
+        return self._call(self.sim.directory.remove, contact_id)
+
+    def block_lists(self) -> list[dict[str, Any]]:
+        return self._call(lambda: [dict(i) for i in self.sim.directory.block_lists.values()])
