@@ -293,6 +293,11 @@ SCREEN_SAFETY_MARGIN_SECONDS = env_float(
 # us, so stay well inside it. Tests shorten it together with the simulator's idle cut.
 PBX_HEARTBEAT_SECONDS = env_float("PBX_HEARTBEAT_SECONDS", 20.0, minimum=0.1, maximum=30.0)
 
+# --- Contacts (screening/contacts) ---
+# Every server process's sweeper copies the PBX's company contacts this often (one process at a
+# time, under a cache lock); 0 turns the periodic sync off (`manage.py sync_contacts` still works).
+CONTACT_SYNC_MINUTES = env_float("CONTACT_SYNC_MINUTES", 60, minimum=0, maximum=7 * 24 * 60)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

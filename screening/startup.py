@@ -26,6 +26,7 @@ from django.conf import settings
 from screening import health, runtime
 from screening.calls import endings, push
 from screening.calls.intake import handle_event
+from screening.contacts import sync as contact_sync
 from screening.pbx import link
 from screening.pbx.client import PbxClient, PbxNotConfigured
 from screening.pbx.listener import PbxListener
@@ -69,7 +70,8 @@ async def close_listener(listener: PbxListener, *, revoke_token: bool = True) ->
 
 async def sweep_forever(interval: float = SWEEP_INTERVAL) -> None:
     """Catch calls whose timer or deciding process died, announce a silent listener, roll up the
-    statistics. Cheap: one indexed query per tick, the roll-up every few minutes."""
+    statistics, start the contact sync when due. Cheap: one indexed query per tick, the roll-up
+    every few minutes."""
     outage = ""  # the last outage logged, so a Redis or database outage is one line, not one a tick
     while True:
         try:
@@ -82,6 +84,9 @@ async def sweep_forever(interval: float = SWEEP_INTERVAL) -> None:
                 log.warning("sweep skipped, shared state unavailable: %s", outage)
         except Exception:
             log.exception("sweep failed")
+        # Every CONTACT_SYNC_MINUTES, one process copies the PBX's company contacts, in a task
+        # of its own (PBX and database pools): the sweep never waits for it.
+        contact_sync.scheduler.tick()
         if rollup.due():
             try:
                 await runtime.run_blocking(rollup.run_if_due)

@@ -110,6 +110,7 @@ def start_cluster(
 ) -> Cluster:
     sim = SimulatorThread(call_rate=0.0, window_seconds=window).start()
     full_env = {
+        "CONTACT_SYNC_MINUTES": "0",  # as in start_server: only the contact tests sync
         "DATABASE_URL": database_url(),
         "REDIS_URL": redis_url or settings.REDIS_URL,
         "PBX_BASE_URL": sim.base_url,

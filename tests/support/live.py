@@ -54,7 +54,15 @@ def start_server(tmp_path: Path, env: dict[str, str], *, timeout: float = 30.0) 
     """Start `manage.py serve` and wait until it answers /healthz with the PBX link up (when a
     PBX is configured)."""
     port = free_port()
-    full_env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1", **env}
+    # No contact sync unless a test asks: the simulator's generated contacts would put names on
+    # other tests' cards.
+    full_env = {
+        "CONTACT_SYNC_MINUTES": "0",
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "PYTHONUNBUFFERED": "1",
+        **env,
+    }
     child = start_manage(
         f"server-{port}", ["serve", "--port", str(port)], env=full_env, log_dir=tmp_path, cwd=ROOT
     )
