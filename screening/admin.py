@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import datetime, time, timedelta
 from typing import Any
 
@@ -13,13 +14,17 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
 
+from screening.calls.numbers import normalise
 from screening.models import (
     AuditEvent,
     Call,
     CallStatus,
+    Contact,
+    ContactNumber,
     Rule,
     Trunk,
 )
+from screening.pbx.blocklist import LIST_NAME, push_permanent_blocks
 from screening.pbx.client import PbxClient
 from screening.pbx.trunks import PBX_PROBLEMS, enable_control_inbound, sync_trunks
 from screening.reports.params import EARLIEST, LATEST
@@ -210,7 +215,15 @@ class RuleAdmin(CheckedAdmin):
     list_filter = ("action", "match", "enabled", "trunk")
     list_select_related = ("trunk",)
     search_fields = ("pattern", "normalised", "note")
-    readonly_fields = ("normalised", "hit_count", "last_hit_at", "created_by", "created_at")
+    readonly_fields = (
+        "normalised",
+        "hit_count",
+        "last_hit_at",
+        "created_by",
+        "created_at",
+        "pbx_blocked_at",
+    )
+    actions = ("push_to_pbx_block_list",)
     fields = (
         "pattern",
         "match",
@@ -225,6 +238,77 @@ class RuleAdmin(CheckedAdmin):
     def save_model(self, request: HttpRequest, obj: Rule, form: Any, change: bool) -> None:
         if not change and request.user.is_authenticated:
             obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    @admin.action(
+        description="Push permanent blocks to the PBX block list", permissions=("change",)
+    )
+    def push_to_pbx_block_list(self, request: HttpRequest, queryset: QuerySet[Rule]) -> None:
+        """screening.pbx.blocklist: one list named for the product, found, created or merged."""
+        try:
+            result = push_permanent_blocks(PbxClient.from_settings(), queryset)
+        except PBX_PROBLEMS as exc:
+            self.message_user(
+                request, f"The PBX did not take the block list: {exc}", messages.ERROR
+            )
+            return
+        if result.pushed:
+            numbers = ", ".join(rule.pattern for rule in result.pushed)
+            done = "created" if result.created else "updated"
+            self.message_user(
+                request,
+                f"PBX block list {LIST_NAME!r} {done} ({result.list_size} numbers on it): "
+                f"{numbers}",
+                messages.SUCCESS,
+            )
+        if result.skipped:
+            why = "; ".join(f"{rule.pattern}: {reason}" for rule, reason in result.skipped)
+            self.message_user(request, f"Not pushed: {why}", messages.WARNING)
+
+
+class ContactNumberInline(admin.TabularInline):
+    model = ContactNumber
+    fields = ("number", "label", "normalised")
+    readonly_fields = ("normalised",)
+    extra = 1
+
+
+@admin.register(Contact)
+class ContactAdmin(CheckedAdmin):
+    list_display = ("name", "organisation", "numbers_shown", "source", "updated_at")
+    list_filter = ("source",)
+    search_fields = ("name", "organisation", "numbers__number")
+    inlines = (ContactNumberInline,)
+    fields = ("name", "organisation", "note", "source", "external_id", "created_at", "updated_at")
+    # Made here means "manual" (the model's default); the other sources write their own rows.
+    readonly_fields = ("source", "external_id", "created_at", "updated_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Contact]:
+        return super().get_queryset(request).prefetch_related("numbers")
+
+    @admin.display(description="Numbers")
+    def numbers_shown(self, contact: Contact) -> str:
+        return ", ".join(number.number for number in contact.numbers.all())
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Contact], search_term: str
+    ) -> tuple[QuerySet[Contact], bool]:
+        """Name and organisation as Django searches them, plus a number in any format:
+        "+44 7700 900123", "07700900123" and "0044 7700 900 123" find the same contact, and
+        four or more digits find the numbers that contain them."""
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        wanted = normalise(search_term.strip())
+        if not wanted:
+            return found, duplicates
+        match = Q(numbers__normalised=wanted)
+        digits = re.sub(r"\D", "", search_term)
+        if len(digits) >= 4:
+            match |= Q(numbers__normalised__contains=digits)
+        return found | queryset.filter(match), True
+
+    def save_model(self, request: HttpRequest, obj: Contact, form: Any, change: bool) -> None:
+        if change:
+            obj.updated_at = timezone.now()
         super().save_model(request, obj, form, change)
 
 
