@@ -122,6 +122,7 @@ def seed_history(
     end = end or timezone.now() - timedelta(minutes=5)
     start = end - timedelta(days=days)
     ctx = _context(rng)
+    seed_contacts(ctx.regulars)
     slots = _slots(rng, start, end)
     counts = _apportion(calls, [w for _, _, w in slots])
     ctx.max_weight = max((w for _, _, w in slots), default=1.0)
@@ -186,6 +187,33 @@ def _context(rng: random.Random) -> _Context:
         recent={},
         max_weight=1.0,
     )
+
+
+DEMO_CONTACTS = (
+    ("Harriet Lowe", "Lowe & Daughters Removals"),
+    ("Dev Malhotra", "Northgate Pharmacy"),
+    ("Sofia Brandt", ""),
+    ("Callum Finch", "Finch Electrical"),
+    ("Nadia Haddad", "St Anne's Surgery"),
+    ("Peter Quayle", "Quayle Accountancy"),
+    ("Mei Lin", ""),
+    ("Rory Gallagher", "Gallagher Couriers"),
+)
+
+
+def seed_contacts(regulars: list[str]) -> None:
+    """Names for the history's most frequent callers (``regulars`` is Zipf-weighted, most
+    frequent first), so the demo's audit, precedent and review show who called. Written through
+    the contacts' own writer under fixed keys: seeding again changes nothing."""
+    from screening.contacts.store import Entry, apply
+    from screening.models import ContactSource
+
+    pairs = zip(DEMO_CONTACTS, regulars, strict=False)
+    entries = [
+        Entry(f"demo:{i}", name, organisation, ((number, "business" if organisation else ""),))
+        for i, ((name, organisation), number) in enumerate(pairs)
+    ]
+    apply(ContactSource.MANUAL, entries, remove_missing=False)
 
 
 def _operators() -> list[AbstractBaseUser]:
