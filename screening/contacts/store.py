@@ -20,6 +20,7 @@ from screening.models import Contact, ContactNumber
 NAME_CHARS = 200  # Contact.name and Contact.organisation
 LABEL_CHARS = 32  # ContactNumber.label
 KEY_CHARS = 200  # Contact.external_id
+BATCH = 500  # rows per INSERT: well under SQLite's limit of bound parameters
 
 
 @dataclass(frozen=True)
@@ -48,22 +49,40 @@ class Outcome:
 
 
 def apply(source: str, entries: Iterable[Entry], *, remove_missing: bool) -> Outcome:
-    """Make ``source``'s contacts match ``entries`` in one transaction."""
+    """Make ``source``'s contacts match ``entries``; the changes are written in one transaction.
+
+    What to change is worked out before the transaction, so the database's write lock (all of
+    SQLite's, on the embedded setup) is held only for the writes, in bulk: a sync that finds
+    nothing new writes nothing, and intake never queues behind the reading."""
     outcome = Outcome()
+    existing: dict[str, Contact] = {}
+    for contact in Contact.objects.filter(source=source).prefetch_related("numbers"):
+        existing.setdefault(contact.external_id, contact)
+    seen: set[str] = set()
+    creates: list[Entry] = []
+    updates: list[tuple[Contact, Entry]] = []
+    for entry in entries:
+        if entry.key in seen:
+            continue
+        seen.add(entry.key)
+        contact = existing.get(entry.key)
+        if contact is None:
+            creates.append(entry)
+        elif _same(contact, entry):
+            outcome.unchanged += 1
+        else:
+            updates.append((contact, entry))
+    gone = [c for key, c in existing.items() if key not in seen] if remove_missing else []
+    outcome.created = [entry.name for entry in creates]
+    outcome.updated = [entry.name for _, entry in updates]
+    outcome.removed = [contact.name for contact in gone]
+    if not (creates or updates or gone):
+        return outcome
     now = timezone.now()
     with transaction.atomic():
-        existing: dict[str, Contact] = {}
-        for contact in Contact.objects.filter(source=source).prefetch_related("numbers"):
-            existing.setdefault(contact.external_id, contact)
-        seen: set[str] = set()
-        new_numbers: list[ContactNumber] = []
-        for entry in entries:
-            if entry.key in seen:
-                continue
-            seen.add(entry.key)
-            contact = existing.get(entry.key)
-            if contact is None:
-                contact = Contact.objects.create(
+        made = Contact.objects.bulk_create(
+            [
+                Contact(
                     name=entry.name,
                     organisation=entry.organisation,
                     note=entry.note or "",
@@ -72,27 +91,23 @@ def apply(source: str, entries: Iterable[Entry], *, remove_missing: bool) -> Out
                     created_at=now,
                     updated_at=now,
                 )
-                new_numbers.extend(_numbers(contact, entry))
-                outcome.created.append(entry.name)
-                continue
-            if _same(contact, entry):
-                outcome.unchanged += 1
-                continue
+                for entry in creates
+            ],
+            batch_size=BATCH,
+        )
+        new_numbers = [n for c, e in zip(made, creates, strict=True) for n in _numbers(c, e)]
+        for contact, entry in updates:
             contact.name = entry.name
             contact.organisation = entry.organisation
             if entry.note is not None:
                 contact.note = entry.note
             contact.updated_at = now
             contact.save(update_fields=["name", "organisation", "note", "updated_at"])
-            contact.numbers.all().delete()
             new_numbers.extend(_numbers(contact, entry))
-            outcome.updated.append(entry.name)
+        ContactNumber.objects.filter(contact__in=[c.pk for c, _ in updates]).delete()
         # bulk_create skips ContactNumber.save, so _numbers fills ``normalised`` itself.
-        ContactNumber.objects.bulk_create(new_numbers)
-        if remove_missing:
-            gone = [c for key, c in existing.items() if key not in seen]
-            outcome.removed = [c.name for c in gone]
-            Contact.objects.filter(source=source, pk__in=[c.pk for c in gone]).delete()
+        ContactNumber.objects.bulk_create(new_numbers, batch_size=BATCH)
+        Contact.objects.filter(source=source, pk__in=[c.pk for c in gone]).delete()
     return outcome
 
 
