@@ -12,6 +12,7 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from screening.models import (
     AuditEvent,
@@ -206,11 +207,21 @@ class RuleAdmin(CheckedAdmin):
         "hit_count",
         "last_hit_at",
         "note",
+        "reason",
+        "created_by",
+        "source_call_link",
     )
     list_filter = ("action", "match", "enabled", "trunk")
-    list_select_related = ("trunk",)
+    list_select_related = ("trunk", "created_by", "source_call")
     search_fields = ("pattern", "normalised", "note")
-    readonly_fields = ("normalised", "hit_count", "last_hit_at", "created_by", "created_at")
+    readonly_fields = (
+        "normalised",
+        "hit_count",
+        "last_hit_at",
+        "created_by",
+        "created_at",
+        "source_call_link",
+    )
     fields = (
         "pattern",
         "match",
@@ -219,8 +230,17 @@ class RuleAdmin(CheckedAdmin):
         "expires_at",
         "enabled",
         "note",
+        "reason",
         *readonly_fields,
     )
+
+    # Rules made from a card ("Refuse and block", "Accept and always allow") name their call.
+    @admin.display(description="From call", ordering="source_call")
+    def source_call_link(self, rule: Rule) -> str:
+        if rule.source_call_id is None:
+            return "-"
+        url = reverse("call_detail", args=[rule.source_call_id])
+        return format_html('<a href="{}">Call #{}</a>', url, rule.source_call_id)
 
     def save_model(self, request: HttpRequest, obj: Rule, form: Any, change: bool) -> None:
         if not change and request.user.is_authenticated:
