@@ -65,4 +65,6 @@ def call_payload(call: Call) -> dict[str, Any]:
         "reason_label": call.get_reason_display() if call.reason else "",
         "reason_note": call.reason_note,
         "reason_editable_until": epoch_ms(reason_editable_until(call)),
+        # Empty for a withheld number: nothing to note or block it under.
+        "caller_key": call.caller_key,
     }
