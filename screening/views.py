@@ -75,7 +75,10 @@ async def decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     call = result.call
     if reason and result.ok and call.status == CallStatus.REFUSED:
         # Only now, after the PBX carried out the refusal: the reason never delays it.
-        call = await run_blocking(reasons.record, call, reason, note)
+        try:
+            call = await run_blocking(reasons.record, call, reason, note)
+        except ActionError as exc:  # the refusal stands; the operator can set the reason again
+            log.warning("call %s: reason not recorded: %s", call.pbx_call_id, exc.message)
     payload = call_payload(call)
     body = {
         "ok": result.ok,
