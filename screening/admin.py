@@ -13,6 +13,7 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from screening.calls.numbers import normalise
 from screening.models import (
@@ -211,9 +212,12 @@ class RuleAdmin(CheckedAdmin):
         "hit_count",
         "last_hit_at",
         "note",
+        "reason",
+        "created_by",
+        "source_call_link",
     )
     list_filter = ("action", "match", "enabled", "trunk")
-    list_select_related = ("trunk",)
+    list_select_related = ("trunk", "created_by", "source_call")
     search_fields = ("pattern", "normalised", "note")
     readonly_fields = (
         "normalised",
@@ -221,6 +225,7 @@ class RuleAdmin(CheckedAdmin):
         "last_hit_at",
         "created_by",
         "created_at",
+        "source_call_link",
         "pbx_blocked_at",
     )
     actions = ("push_to_pbx_block_list",)
@@ -232,8 +237,17 @@ class RuleAdmin(CheckedAdmin):
         "expires_at",
         "enabled",
         "note",
+        "reason",
         *readonly_fields,
     )
+
+    # Rules made from a card ("Refuse and block", "Accept and always allow") name their call.
+    @admin.display(description="From call", ordering="source_call")
+    def source_call_link(self, rule: Rule) -> str:
+        if rule.source_call_id is None:
+            return "-"
+        url = reverse("call_detail", args=[rule.source_call_id])
+        return format_html('<a href="{}">Call #{}</a>', url, rule.source_call_id)
 
     def save_model(self, request: HttpRequest, obj: Rule, form: Any, change: bool) -> None:
         if not change and request.user.is_authenticated:

@@ -6,6 +6,10 @@ from screening import views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    # Team memory (before the decide route, whose <str:action> would take these names too).
+    path("calls/<int:pk>/reason", views.set_reason, name="call_reason"),
+    path("calls/<int:pk>/notes", views.add_note, name="call_notes"),
+    path("calls/<int:pk>/follow-up", views.follow_up, name="call_follow_up"),
     path("calls/<int:pk>/<str:action>", views.decide, name="decide"),
     path("pbx/webhook", views.webhook, name="webhook"),
     path("healthz", views.healthz, name="healthz"),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -19,9 +21,11 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from screening import health
-from screening.calls import decisions, store
+from screening.calls import decisions, followup, notes, reasons, store
 from screening.calls.access import may_decide
+from screening.calls.context import note_payload
 from screening.calls.intake import handle_event
+from screening.calls.memory import ActionError
 from screening.calls.payload import call_payload
 from screening.models import MAX_PK, Call, CallStatus, Decision
 from screening.pbx import link
@@ -63,11 +67,18 @@ async def decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         return _error(403, "This call's trunk is screened by another operator group.")
     if isinstance(claimed, HttpResponse):
         return claimed
+    claimed, reason, note = claimed
     if isinstance(claimed, Call):
         result = await decisions.carry_out_shielded(claimed)
     else:
         result = claimed  # the conflict: someone else decided, or the window is closing
     call = result.call
+    if reason and result.ok and call.status == CallStatus.REFUSED:
+        # Only now, after the PBX carried out the refusal: the reason never delays it.
+        try:
+            call = await run_blocking(reasons.record, call, reason, note)
+        except ActionError as exc:  # the refusal stands; the operator can set the reason again
+            log.warning("call %s: reason not recorded: %s", call.pbx_call_id, exc.message)
     payload = call_payload(call)
     body = {
         "ok": result.ok,
@@ -89,7 +100,7 @@ async def decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 
 def _claim_request(
     request: HttpRequest, pk: int, action: str
-) -> HttpResponse | Call | decisions.DecideResult:
+) -> HttpResponse | tuple[Call | decisions.DecideResult, str, str]:
     user = request.user
     if not user.is_authenticated:
         return _error(401, "Log in to decide calls.")
@@ -99,11 +110,85 @@ def _claim_request(
         return _error(404, f"Unknown action {action[:20]!r}: use accept or refuse.")
     if pk > MAX_PK:  # <int:> takes any digits; the database would fail on an out-of-range key
         return _error(404, "No such call.")
+    try:  # checked before the claim: a bad reason decides nothing
+        reason, note = reasons.parse(action, _fields(request))
+    except ActionError as exc:
+        return _error(exc.status, exc.message)
     # Loaded once, with what the push needs: the claim then updates this copy, not a reload.
     call = store.load(pk)
     if not may_decide(user, call.trunk):
         raise PermissionDenied
-    return decisions.claim(call, action, user=user)
+    return decisions.claim(call, action, user=user), reason, note
+
+
+def _fields(request: HttpRequest) -> dict[str, Any]:
+    """The request's fields: a JSON object body, or form fields (one value each)."""
+    if request.content_type == "application/json":
+        try:
+            data = json.loads(request.body or b"{}")
+        except (ValueError, RecursionError) as exc:
+            raise ActionError(400, "The body is not valid JSON.") from exc
+        if not isinstance(data, dict):
+            raise ActionError(400, "The body must be a JSON object.")
+        return data
+    return request.POST.dict()
+
+
+# --- Team memory: reasons, notes and follow-up rules (screening.calls.memory) ----------------
+
+MemoryAction = Callable[[int, Any, dict[str, Any]], Any]
+
+
+def _memory_request(
+    request: HttpRequest, pk: int, action: MemoryAction, *, operators_only: bool = True
+) -> Any:
+    """Who is asking, then ``action(pk, user, fields)``; its refusals as JSON errors."""
+    user = request.user
+    if not user.is_authenticated:
+        return _error(401, "Log in first.")
+    if operators_only and not user.has_perm("screening.decide_call"):
+        return _error(403, "You are not allowed to decide calls.")
+    if pk > MAX_PK:
+        return _error(404, "No such call.")
+    try:
+        return action(pk, user, _fields(request))
+    except Call.DoesNotExist:
+        return _error(404, "No such call.")
+    except ActionError as exc:
+        return _error(exc.status, exc.message)
+
+
+@require_POST
+async def set_reason(request: HttpRequest, pk: int) -> HttpResponse:
+    """Set or change the reason of a call you refused (for 5 minutes after the decision)."""
+    done = await run_blocking(_memory_request, request, pk, reasons.set_reason)
+    if isinstance(done, HttpResponse):
+        return done
+    return JsonResponse({"ok": True, "call": call_payload(done)})
+
+
+@require_POST
+async def add_note(request: HttpRequest, pk: int) -> HttpResponse:
+    """A note about the call's number; operators who may see the call and supervisors."""
+    done = await run_blocking(_memory_request, request, pk, notes.add_note, operators_only=False)
+    if isinstance(done, HttpResponse):
+        return done
+    return JsonResponse({"ok": True, "note": note_payload(done)}, status=201)
+
+
+@require_POST
+async def follow_up(request: HttpRequest, pk: int) -> HttpResponse:
+    """Refuse and block, or accept and always allow, the decided call's number."""
+    done = await run_blocking(_memory_request, request, pk, followup.follow_up)
+    if isinstance(done, HttpResponse):
+        return done
+    body = {
+        "ok": True,
+        "created": done.created,
+        "rule": followup.rule_payload(done.rule),
+        "disabled": done.disabled,
+    }
+    return JsonResponse(body, status=201 if done.created else 200)
 
 
 def _signature_ok(secret: str, body: bytes, given: str) -> bool:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 
-from screening.models import Call
+from screening.models import Call, CallStatus, DecidedBy
+
+# The operator who refused a call may set or change its reason this long after the decision
+# (screening.calls.reasons); the card learns until when from ``reason_editable_until``.
+REASON_EDIT_WINDOW = timedelta(minutes=5)
 
 
 def epoch_ms(value: datetime | None) -> int | None:
@@ -19,6 +23,15 @@ def user_name(user: AbstractBaseUser | None) -> str:
         return ""
     full = user.get_full_name() if hasattr(user, "get_full_name") else ""
     return full or user.get_username()
+
+
+def reason_editable_until(call: Call) -> datetime | None:
+    """Until when the refusing operator may set the reason; None when there is nothing to edit
+    (not refused, or not by a person)."""
+    if call.status != CallStatus.REFUSED or call.decided_by_kind != DecidedBy.OPERATOR:
+        return None
+    decided = call.finished_at or call.claimed_at
+    return decided + REASON_EDIT_WINDOW if decided else None
 
 
 def call_payload(call: Call) -> dict[str, Any]:
@@ -51,4 +64,7 @@ def call_payload(call: Call) -> dict[str, Any]:
         "reason": call.reason,
         "reason_label": call.get_reason_display() if call.reason else "",
         "reason_note": call.reason_note,
+        "reason_editable_until": epoch_ms(reason_editable_until(call)),
+        # Empty for a withheld number: nothing to note or block it under.
+        "caller_key": call.caller_key,
     }

@@ -29,7 +29,15 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from screening.models import MAX_PK, Call, CallStatus, DecidedBy, PbxOutcome, Trunk
+from screening.models import (
+    MAX_PK,
+    Call,
+    CallStatus,
+    DecidedBy,
+    PbxOutcome,
+    RefusalReason,
+    Trunk,
+)
 from screening.reports.params import BoundedDateTimeField, check_date_range
 
 PAGE_SIZE = 50
@@ -363,10 +371,14 @@ ROW_FIELDS = (
     "pbx_errmsg",
     "pbx_outcome",
     "outcome_mismatch",
+    "caller_name",
+    "reason",
+    "reason_note",
 )
 
 _STATUS_LABELS = dict(CallStatus.choices)
 _OUTCOME_LABELS = dict(PbxOutcome.choices)
+_REASON_LABELS = dict(RefusalReason.choices)
 SHORT_STATUS = {
     CallStatus.PENDING: "Pending",
     CallStatus.DECIDING: "Deciding",
@@ -403,6 +415,9 @@ class AuditRow:
     pbx_errmsg: str
     pbx_outcome: str
     outcome_mismatch: bool
+    caller_name: str
+    reason: str
+    reason_note: str
 
     @property
     def cursor(self) -> Cursor:
@@ -455,6 +470,10 @@ class AuditRow:
     @property
     def pbx_outcome_label(self) -> str:
         return _OUTCOME_LABELS.get(self.pbx_outcome, self.pbx_outcome)
+
+    @property
+    def reason_label(self) -> str:
+        return _REASON_LABELS.get(self.reason, self.reason)
 
 
 def describe_decider(

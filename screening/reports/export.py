@@ -50,6 +50,9 @@ HEADER = (
     "pbx_errmsg",
     "pbx_outcome",
     "mismatch",
+    "caller_name",
+    "reason",
+    "note",  # the refusal reason's note
 )
 
 
@@ -77,6 +80,9 @@ def csv_cells(row: AuditRow) -> list[Any]:
         row.pbx_errmsg,
         row.pbx_outcome,
         "yes" if row.outcome_mismatch else "no",
+        row.caller_name,
+        row.reason,
+        row.reason_note,
     ]
     return [neutralise(c) for c in cells]
 

@@ -11,11 +11,23 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.handlers.asgi import ASGIRequest
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    QueryDict,
+    StreamingHttpResponse,
+)
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
+from screening.calls import notes
+from screening.calls.memory import ActionError
+from screening.models import Call
 from screening.reports import audit, charts, export, live, timeline
 from screening.reports import stats as stats_module
 from screening.reports.params import bad_request, takes_query
@@ -107,18 +119,48 @@ def call_detail(request: HttpRequest, pk: int) -> HttpResponse:
     form = timeline.TimelineForm(request.GET or None)
     if form.is_bound and not form.is_valid():
         return bad_request(form)
+    return _detail(request, pk, form.cleaned_data["back"] if form.is_bound else "")
+
+
+def _detail(
+    request: HttpRequest, pk: int, back: str, note_form: dict[str, Any] | None = None
+) -> HttpResponse:
     row = timeline.call_row(pk)
     if row is None:
         raise Http404("No such call")
-    return render(
-        request,
-        "screening/audit_detail.html",
-        {
-            "row": row,
-            "steps": timeline.timeline(pk, row.received_at),
-            "back_query": form.cleaned_data["back"] if form.is_bound else "",
-        },
-    )
+    number = Call.objects.filter(pk=pk).values_list("caller_key", flat=True).first() or ""
+    context = {
+        "row": row,
+        "steps": timeline.timeline(pk, row.received_at),
+        "back_query": back,
+        "number": number,
+        "notes": notes.notes_page(number),
+        "now": timezone.now(),
+        "note_form": note_form or {},
+    }
+    status = 400 if note_form and note_form.get("error") else 200
+    return render(request, "screening/audit_detail.html", context, status=status)
+
+
+@require_POST
+@login_required
+@permission_required(VIEW_AUDIT, raise_exception=True)
+def call_note(request: HttpRequest, pk: int) -> HttpResponse:
+    """The note form on a call's page: add it, then back to the page (or the page again with
+    what was wrong, keeping what was typed)."""
+    back = request.POST.get("back", "")[:2048]
+    try:
+        notes.add_note(pk, request.user, request.POST.dict())
+    except Call.DoesNotExist as exc:
+        raise Http404("No such call") from exc
+    except ActionError as exc:
+        typed = {k: request.POST.get(k, "")[:600] for k in ("text", "expires_at")}
+        return _detail(request, pk, back, {**typed, "error": exc.message})
+    query = QueryDict(mutable=True)
+    if back:
+        query["back"] = back
+    url = reverse("call_detail", args=[pk])
+    return HttpResponseRedirect(f"{url}?{query.urlencode()}#notes" if back else f"{url}#notes")
 
 
 SERIES_COLOURS = {

@@ -300,25 +300,33 @@ function updateStatus(li, call) {
     text = state.errors.get(call.id);
   }
   if (status.textContent !== text) status.textContent = text;
-  for (const button of li.querySelectorAll("button")) {
+  for (const button of li.querySelectorAll(".actions button")) {
     button.disabled = disabled;
     button.title = disabled ? text : "";
   }
 }
 
 function renderRecent() {
-  recentList.replaceChildren(
-    ...state.recent.map((call) => {
-      const li = document.createElement("li");
-      li.dataset.status = call.status;
+  // Entries are kept per call (not rebuilt), so a form or button inside one keeps its focus and
+  // what was typed when a push re-renders the list.
+  const existing = new Map([...recentList.children].map((li) => [Number(li.dataset.id), li]));
+  state.recent.forEach((call, index) => {
+    let li = existing.get(call.id);
+    existing.delete(call.id);
+    if (!li) {
+      li = document.createElement("li");
       li.dataset.id = String(call.id);
-      const who = call.decided_by ? ` by ${call.decided_by}` : "";
-      const err = call.pbx_errcode && call.status !== "accepted" && call.status !== "refused"
-        ? ` (PBX ${call.pbx_errcode} ${call.pbx_errmsg})` : "";
-      li.textContent = `${call.caller || "Withheld"} → ${call.called} (${call.trunk}): ${call.status_label}${who}${err}`;
-      return li;
-    }),
-  );
+      li.append(Object.assign(document.createElement("span"), { className: "outcome-text" }));
+    }
+    li.dataset.status = call.status;
+    const who = call.decided_by ? ` by ${call.decided_by}` : "";
+    const err = call.pbx_errcode && call.status !== "accepted" && call.status !== "refused"
+      ? ` (PBX ${call.pbx_errcode} ${call.pbx_errmsg})` : "";
+    $(".outcome-text", li).textContent = `${call.caller || "Withheld"} → ${call.called} (${call.trunk}): ${call.status_label}${who}${err}`;
+    fillAfterActions(li, call);
+    if (recentList.children[index] !== li) recentList.insertBefore(li, recentList.children[index] || null);
+  });
+  for (const li of existing.values()) li.remove();
 }
 
 // The countdown runs on animation frames; it only touches the bar width and the seconds text.
@@ -369,6 +377,7 @@ async function decide(id, action) {
       body = null;
     }
     if (body && body.call) upsert(body.call, false);
+    if (response.ok && action === "refuse") armReasonKeys(id);
     if (!response.ok) {
       const message = (body && body.error) || `The server answered ${response.status}.`;
       state.errors.set(id, message);
@@ -402,7 +411,175 @@ document.addEventListener("keydown", (event) => {
   } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
     moveSelection(event.key === "ArrowDown" ? 1 : -1);
     event.preventDefault();
+  } else if (REASON_KEYS[event.key]) {
+    if (reasonByKey(REASON_KEYS[event.key])) event.preventDefault();
+  } else if (key === "n") {
+    if (focusNoteForm()) event.preventDefault();
   }
+});
+
+// --- team memory: refusal reasons, notes, follow-up rules -----------------------------------
+//
+// R refuses at once, as ever; the reason comes after: 1 to 4 within REASON_KEY_MS of our own
+// refusal (or while focus is in that call's entry under "Recent outcomes"), or the entry's
+// reason menu. The server lets the refusing operator change it for 5 minutes
+// (reason_editable_until). Notes go to every card of the number; follow-up buttons turn a
+// decided call into a rule for its number.
+
+const REASON_KEYS = { 1: "spam", 2: "wrong_number", 3: "abusive", 4: "other" };
+const REASON_KEY_MS = 5000;
+const operatorName = JSON.parse($("#operator-name")?.textContent || '""');
+const afterTemplate = $("#after-template");
+const memory = {
+  armed: null, // {id, until}: the call the 1-4 keys give a reason to, until (performance.now)
+  notices: new Map(), // id -> what the last reason/note/follow-up request said
+};
+state.memory = memory;
+
+function armReasonKeys(id) {
+  memory.armed = { id, until: performance.now() + REASON_KEY_MS };
+}
+
+function reasonTarget() {
+  const focused = document.activeElement?.closest("#recent li[data-id]");
+  if (focused) return Number(focused.dataset.id);
+  if (memory.armed && performance.now() < memory.armed.until) return memory.armed.id;
+  return null;
+}
+
+function reasonByKey(reason) {
+  const id = reasonTarget();
+  if (id === null) return false;
+  armReasonKeys(id); // a second key within the window corrects the first
+  postMemory(id, "reason", { reason });
+  return true;
+}
+
+function focusNoteForm() {
+  const li = (state.selected !== null && pendingList.querySelector(`li.call[data-id="${state.selected}"]`))
+    || recentList.querySelector("li[data-id]");
+  if (!li) return false;
+  const details = $("details.follow", li);
+  if (details) details.open = true;
+  const input = $('form.note-form input[name="text"]', li);
+  if (!input || input.closest("[hidden]")) return false;
+  input.focus();
+  return true;
+}
+
+function notice(id, text, failed = false) {
+  memory.notices.set(id, { text, failed });
+  for (const el of document.querySelectorAll(`[data-id="${id}"] .memory-status`)) {
+    el.textContent = text;
+    el.dataset.failed = failed ? "true" : "false";
+  }
+}
+
+const DURATION_WORDS = { "1d": "for 1 day", "7d": "for 7 days", permanent: "permanently" };
+
+async function postMemory(id, what, data) {
+  const path = { reason: "reason", note: "notes", follow: "follow-up" }[what];
+  let response;
+  let body = null;
+  try {
+    response = await fetch(`/calls/${id}/${path}`, {
+      method: "POST",
+      headers: { "X-CSRFToken": csrfToken, Accept: "application/json", "Content-Type": "application/json" },
+      credentials: "same-origin",
+      body: JSON.stringify(data),
+    });
+    body = await response.json();
+  } catch {
+    notice(id, "Could not reach pbxscreen; nothing was saved.", true);
+    return null;
+  }
+  if (!response.ok || !body || !body.ok) {
+    notice(id, (body && body.error) || `The server answered ${response.status}.`, true);
+    return null;
+  }
+  if (what === "reason") {
+    upsert(body.call, false);
+    notice(id, `Reason saved: ${body.call.reason_label}.`);
+    render();
+  } else if (what === "note") {
+    notice(id, "Note saved: it shows on every card of this number.");
+  } else {
+    const verb = data.action === "block" ? "Blocked" : "Always allowed";
+    const how = body.created ? "" : " (the rule in force was extended)";
+    notice(id, `${verb} ${DURATION_WORDS[data.duration]}: rule #${body.rule.id}${how}.`);
+  }
+  return body;
+}
+
+function fillAfterActions(li, call) {
+  let after = $(".after", li);
+  if (!after) {
+    after = afterTemplate.content.firstElementChild.cloneNode(true);
+    li.append(after);
+    li.tabIndex = -1;
+  }
+  const shown = $(".reason-shown", after);
+  const reasonText = call.reason ? `Reason: ${call.reason_label}${call.reason_note ? ` (${call.reason_note})` : ""}` : "";
+  if (shown.textContent !== reasonText) shown.textContent = reasonText;
+  const editable = call.reason_editable_until && serverNow() < call.reason_editable_until
+    && call.decided_by === operatorName;
+  $(".reason-menu", after).hidden = !editable;
+  for (const button of after.querySelectorAll("[data-reason]")) {
+    button.setAttribute("aria-pressed", String(button.dataset.reason === call.reason));
+  }
+  $("details.follow", after).hidden = !call.caller_key; // withheld: nothing to key it on
+  const said = memory.notices.get(call.id);
+  const status = $(":scope > .memory-status", after);
+  if (said && status.textContent !== said.text) {
+    status.textContent = said.text;
+    status.dataset.failed = said.failed ? "true" : "false";
+  }
+}
+
+recentList.addEventListener("click", (event) => {
+  const li = event.target.closest("li[data-id]");
+  const button = event.target.closest("button");
+  if (!li || !button) return;
+  const id = Number(li.dataset.id);
+  if (button.dataset.reason) {
+    postMemory(id, "reason", { reason: button.dataset.reason });
+  } else if (button.dataset.follow) {
+    const duration = $(".follow-duration", li).value;
+    button.disabled = true;
+    postMemory(id, "follow", { action: button.dataset.follow, duration }).finally(() => {
+      button.disabled = false;
+    });
+  }
+});
+
+document.addEventListener("submit", async (event) => {
+  const form = event.target.closest("form.note-form");
+  const li = form?.closest("li[data-id]");
+  if (!li) return;
+  event.preventDefault();
+  const id = Number(li.dataset.id);
+  const text = form.elements.text.value.trim();
+  if (!text) {
+    notice(id, "Write the note first.", true);
+    form.elements.text.focus();
+    return;
+  }
+  const data = { text };
+  const until = form.elements.expires_at.value.trim();
+  if (until) data.expires_at = until;
+  const button = $('button[type="submit"]', form);
+  button.disabled = true;
+  const saved = await postMemory(id, "note", data);
+  button.disabled = false;
+  if (saved) form.reset();
+});
+
+// Escape leaves a note field for the call list, where the keys work again.
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || !event.target.closest("form.note-form")) return;
+  event.target.blur();
+  const card = event.target.closest("li[data-id]");
+  if (card) card.focus();
 });
 
 // --- alerts ---------------------------------------------------------------------------------

@@ -87,6 +87,9 @@ def test_columns_and_values(history: History, supervisor: Client) -> None:
         "pbx_errmsg": "MAX LIMITATION EXCEEDED",
         "pbx_outcome": "",
         "mismatch": "no",
+        "caller_name": "",
+        "reason": "",
+        "note": "",
     }
     assert rows[history.calls[7].pk]["mismatch"] == "yes"
     assert rows[history.calls[2].pk]["decision_ms"] == ""

@@ -1,0 +1,184 @@
+"""Team memory in a real browser (Debian Chromium via Playwright, a live server, the PBX
+simulator): R then 1 gives a refusal its reason, the note form reaches the number's waiting
+card, and "Refuse and block" keeps the number's next call off everyone's screen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from playwright.sync_api import Browser, expect
+
+from screening.models import AuditEvent, AuditKind, Call, CallerNote, DecidedBy, Rule
+from tests.conftest import Live, LiveFactory
+from tests.support.browser import Operator, log_in_with_cookie, new_operator
+from tests.support.live import make_user, wait_for
+
+pytestmark = [pytest.mark.browser, pytest.mark.live]
+
+NARROW = {"width": 375, "height": 667}
+
+
+@pytest.fixture
+def memory_live(live_factory: LiveFactory) -> Live:
+    # The server keeps Django's async-safety checks on, as in production.
+    return live_factory(10.0, DJANGO_ALLOW_ASYNC_UNSAFE="")
+
+
+@pytest.fixture
+def open_operator(browser: Browser, memory_live: Live) -> Iterator[Callable[..., Operator]]:
+    """Logged-in operators in their own browser contexts; no page may log an error."""
+    opened: list[Operator] = []
+
+    def start(username: str, **kwargs: Any) -> Operator:
+        user = make_user(username, first_name=username.title())
+        operator = new_operator(browser, memory_live.server, username, **kwargs)
+        opened.append(operator)
+        log_in_with_cookie(operator, user)
+        return operator
+
+    yield start
+    errors = [f"{op.name}: {error}" for op in opened for error in op.errors]
+    for operator in opened:
+        operator.context.close()
+    assert not errors, "\n".join(errors)
+
+
+def arrived(sent: dict[str, Any]) -> Call:
+    return wait_for(
+        lambda: Call.objects.filter(pbx_call_id=sent["call_id"]).first(), what="the call"
+    )
+
+
+def within_width(locator: Any, width: int) -> None:
+    box = locator.bounding_box()
+    assert box is not None
+    assert 0 <= box["x"] <= box["x"] + box["width"] <= width, box
+
+
+def test_r_then_1_records_spam_and_the_menu_changes_it(
+    memory_live: Live, open_operator: Callable[..., Operator]
+) -> None:
+    alice = open_operator("alice", viewport=NARROW)
+    sent = memory_live.sim.inject("07700900301", "02079460000", "peer-to-41")
+    call = arrived(sent)
+    expect(alice.card(call.pk)).to_be_visible()
+    alice.page.keyboard.press("r")
+    outcome = alice.outcome(call.pk)
+    expect(outcome).to_have_attribute("data-status", "refused")
+    alice.page.keyboard.press("1")
+    expect(outcome.locator(".reason-shown")).to_have_text("Reason: Spam or sales")
+    wait_for(lambda: Call.objects.get(pk=call.pk).reason == "spam", what="the reason")
+    assert len(memory_live.sim.log("call/refuse_inbound")) == 1  # R asked once; 1 asked nothing
+
+    # The menu is there for the refusing operator, on a phone's width, and changes the reason.
+    menu = outcome.locator(".reason-menu")
+    expect(menu).to_be_visible()
+    expect(menu.locator('[data-reason="spam"]')).to_have_attribute("aria-pressed", "true")
+    abusive = menu.get_by_role("button", name="Abusive")
+    within_width(abusive, NARROW["width"])
+    abusive.click()
+    expect(outcome.locator(".reason-shown")).to_have_text("Reason: Abusive")
+    expect(menu.locator('[data-reason="abusive"]')).to_have_attribute("aria-pressed", "true")
+    rows = AuditEvent.objects.filter(call=call, kind=AuditKind.REASON).order_by("id")
+    assert [r.detail["reason"] for r in rows] == ["spam", "abusive"]
+
+    # A number key long after the refusal, with focus out of the entry, gives no reason.
+    alice.page.evaluate("window.pbxscreen.memory.armed = null; document.activeElement.blur()")
+    alice.page.keyboard.press("4")
+    alice.page.wait_for_timeout(300)
+    assert Call.objects.get(pk=call.pk).reason == "abusive"
+
+
+def test_the_note_form_adds_a_note_that_reaches_the_numbers_waiting_cards(
+    memory_live: Live, open_operator: Callable[..., Operator]
+) -> None:
+    alice = open_operator("alice")
+    bob = open_operator("bob")
+    sent = memory_live.sim.inject("07700900302", "02079460000", "peer-to-41")
+    call = arrived(sent)
+    expect(alice.card(call.pk)).to_be_visible()
+    alice.page.keyboard.press("n")  # N: the selected card's note field
+    field = alice.card(call.pk).locator('form.note-form input[name="text"]')
+    expect(field).to_be_focused()
+    # Typing a and r in a note decides nothing.
+    field.type("Courier for Dana, accept around noon")
+    until = timezone.localtime() + timedelta(hours=2)
+    alice.card(call.pk).get_by_label("until").fill(until.strftime("%Y-%m-%dT%H:%M"))
+    alice.card(call.pk).get_by_label("until").press("Enter")
+    expect(alice.card(call.pk).locator(".memory-status")).to_contain_text("Note saved")
+    expect(field).to_have_value("")
+    note = CallerNote.objects.get()
+    assert (note.text, note.author.username, note.call_id) == (
+        "Courier for Dana, accept around noon", "alice", call.pk,
+    )  # fmt: skip
+    assert note.expires_at is not None
+    assert Call.objects.get(pk=call.pk).status == "pending"
+    # Bob's card of the same call got the note pushed, without a reload.
+    bob.page.wait_for_function(
+        """id => {
+            const call = window.pbxscreen.calls.get(id);
+            return call && call.context.notes.length === 1
+                && call.context.notes[0].text.startsWith("Courier");
+        }""",
+        arg=call.pk,
+    )
+    # A bad expiry is explained on the card, and nothing is saved.
+    alice.card(call.pk).locator('form.note-form input[name="text"]').fill("Later")
+    alice.card(call.pk).get_by_label("until").fill("25:99")
+    alice.card(call.pk).get_by_role("button", name="Add note").click()
+    expect(alice.card(call.pk).locator(".memory-status")).to_contain_text("is not HH:MM")
+    assert CallerNote.objects.count() == 1
+    alice.errors.clear()  # the 400 above was the point
+
+
+def test_refuse_and_block_keeps_the_next_call_off_every_screen(
+    memory_live: Live, open_operator: Callable[..., Operator]
+) -> None:
+    alice = open_operator("alice", viewport=NARROW)
+    bob = open_operator("bob")
+    sent = memory_live.sim.inject("07700900303", "02079460000", "peer-to-41")
+    call = arrived(sent)
+    expect(alice.card(call.pk)).to_be_visible()
+    alice.page.keyboard.press("r")
+    outcome = alice.outcome(call.pk)
+    expect(outcome).to_have_attribute("data-status", "refused")
+    outcome.get_by_text("Block, allow or add a note").click()
+    outcome.get_by_label("How long").select_option("1d")
+    block = outcome.locator('button[data-follow="block"]')
+    within_width(block, NARROW["width"])
+    block.click()
+    expect(outcome.locator(".after > .memory-status")).to_contain_text("Blocked for 1 day")
+    rule = Rule.objects.get()
+    assert (rule.action, rule.created_by.username) == ("refuse", "alice")
+    assert rule.source_call_id == call.pk
+
+    # Every card that is ever offered for a decision. (A call a rule decides passes through
+    # the list as "deciding" for a moment, with its buttons off, as it always has.)
+    for op in (alice, bob):
+        op.page.evaluate(
+            """() => {
+                window.cardsSeen = [];
+                new MutationObserver(() => {
+                    for (const li of document.querySelectorAll("#pending li.call")) {
+                        if (li.dataset.status === "pending") {
+                            window.cardsSeen.push(Number(li.dataset.id));
+                        }
+                    }
+                }).observe(document.querySelector("#pending"), {
+                    childList: true, subtree: true, attributes: true,
+                });
+            }"""
+        )
+    again = memory_live.sim.inject("07700900303", "02079460000", "peer-to-41")
+    nxt = wait_for(
+        lambda: Call.objects.filter(pbx_call_id=again["call_id"], status="refused").first(),
+        what="the rule to refuse the next call",
+    )
+    assert (nxt.decided_by_kind, nxt.rule_id) == (DecidedBy.RULE, rule.pk)
+    for op in (alice, bob):
+        expect(op.outcome(nxt.pk)).to_have_attribute("data-status", "refused")
+        assert nxt.pk not in op.page.evaluate("window.cardsSeen")
