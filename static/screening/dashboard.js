@@ -630,6 +630,7 @@ document.addEventListener("visibilitychange", () => {
 const FINAL_MS = 4000; // the last seconds before a call's last useful moment
 const baseTitle = document.title;
 const finalAlerted = new Set(); // ids of calls whose last seconds were already announced
+const flash = { on: false, at: 0 }; // the title's alternation
 
 function finalChime() {
   // Lower and three times, so it is not mistaken for the new-call chime.
@@ -672,8 +673,10 @@ function attention() {
     if (!urgent || left < urgent.left) urgent = { call, left };
   }
   for (const id of finalAlerted) if (!state.calls.has(id)) finalAlerted.delete(id);
-  const flash = urgent && Math.floor(now / 500) % 2 === 0;
-  const title = flash ? `⚠ Call from ${callerLabel(urgent.call)} ${Math.ceil(urgent.left / 1000)} s` : baseTitle;
+  // Flipped per half second, or per run where a background tab runs timers only once a second.
+  if (!urgent) flash.on = false;
+  else if (now - flash.at >= 450) Object.assign(flash, { on: !flash.on, at: now });
+  const title = flash.on ? `⚠ Call from ${callerLabel(urgent.call)} ${Math.ceil(urgent.left / 1000)} s` : baseTitle;
   if (document.title !== title) document.title = title;
   document.body.dataset.finalSeconds = urgent ? String(urgent.call.id) : "";
   for (const list of pendingList.querySelectorAll(".notes")) refreshNotes(list);

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from django.db import transaction
+from django.test import Client
 from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
 
@@ -262,15 +263,32 @@ def test_a_call_with_nothing_known_shows_no_empty_parts_and_a_late_name_fills_in
     buttons_at = card.locator(".actions").bounding_box()
     card.evaluate("el => { el.dataset.original = 'yes'; }")
 
+    # Context of the wrong shapes (a call stored by an older version, a part left null): still
+    # nothing shown, and no script error (the fixture checks the console).
+    change_card(
+        call,
+        context={
+            "contact": "not an object",
+            "notes": [None, 3, {"text": ""}, {"text": 5}],
+            "precedent": [1, 2],
+            "suggestion": {"decision": "maybe"},
+            "lookup": None,
+        },
+    )
+    fetch_truth(olly.page)
+    olly.page.wait_for_function(
+        f"window.pbxscreen.calls.get({call.pk}).context.contact === 'not an object'"
+    )
+    for part in (".caller-name", ".organisation", ".contact-note", ".precedent", ".suggestion"):
+        expect(card.locator(part)).to_be_hidden()
+    expect(card.locator(".notes")).to_be_hidden()
+
     # A lookup found the name after the card was pushed.
-    found_at = int(timezone.now().timestamp() * 1000)
+    lookup = {"name": "Late Lookup Ltd", "source": "crm", "at": int(time.time() * 1000)}
     change_card(
         call,
         caller_name="Late Lookup Ltd",
-        context={
-            **call.context,
-            "lookup": {"name": "Late Lookup Ltd", "source": "crm", "at": found_at},
-        },
+        context={"contact": None, "notes": [], "precedent": None, "lookup": lookup},
     )
     fetch_truth(olly.page)
     expect(card.locator(".caller-name")).to_have_text("Late Lookup Ltd")
@@ -287,14 +305,31 @@ def presence_of(username: str) -> list[bool]:
     return list(Presence.objects.filter(user__username=username).values_list("visible", flat=True))
 
 
+def supervisor_page(browser: Browser, live: Live) -> Page:
+    """The supervisor's live view, in a browser context of its own (closed with the browser)."""
+    context = browser.new_context()
+    client = Client()
+    client.force_login(make_user("sam", group="Supervisors"))
+    cookie = {"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live.url}
+    context.add_cookies([cookie])
+    page = context.new_page()
+    page.goto(f"{live.url}/supervisor/")
+    expect(page.locator("body")).to_have_attribute("data-supervisor", "ready")
+    return page
+
+
 def test_a_hidden_dashboard_does_not_count_as_online_so_the_fallback_policy_decides(
-    start_live: Callable[..., Live], operator: Callable[..., Operator]
+    start_live: Callable[..., Live], operator: Callable[..., Operator], browser: Browser
 ) -> None:
     live = start_live(window=6.0)
     Trunk.objects.create(name="peer-refuse", fallback_policy="refuse")
     Trunk.objects.create(name="peer-accept", fallback_policy="accept")
     olly = operator(live, "olly")
     wait_for(lambda: presence_of("olly") == [True], what="the dashboard to report itself visible")
+    supervisor = supervisor_page(browser, live)
+    refresh = TIMEOUT_MS + 3_000  # the supervisor's view re-reads its state every 3 s
+    expect(supervisor.locator("#online")).to_contain_text("Olly")
+    expect(supervisor.locator("#hidden")).to_have_text("Nobody.")
 
     # On screen: the operator gets the call.
     first = live.sim.inject("07700900001", "02079460000", "peer-refuse")
@@ -313,6 +348,10 @@ def test_a_hidden_dashboard_does_not_count_as_online_so_the_fallback_policy_deci
         assert decided.decided_by is None
         assert live.sim.call(decided.pbx_call_id)["outcome"] == decided.status
     assert olly.page.locator("body").get_attribute("data-ws") == "open"  # the socket stayed
+    expect(supervisor.locator("#hidden")).to_contain_text("Olly", timeout=refresh)
+    expect(supervisor.locator("#hidden-count")).to_have_text("1")
+    expect(supervisor.locator("#online")).not_to_contain_text("Olly")
+    expect(supervisor.locator("#online-count")).to_have_text("0")
 
     # Back on screen: counted again at once, and the page shows the truth it missed.
     shown_at = time.monotonic()
@@ -323,6 +362,9 @@ def test_a_hidden_dashboard_does_not_count_as_online_so_the_fallback_policy_deci
     again = arrived(live.sim.inject("07700900004", "02079460000", "peer-refuse"))
     expect(olly.card(again.pk)).to_be_visible()
     assert Call.objects.get(pk=again.pk).status == "pending"
+    expect(supervisor.locator("#online")).to_contain_text("Olly", timeout=refresh)
+    expect(supervisor.locator("#hidden")).to_have_text("Nobody.")
+    supervisor.context.close()
 
 
 FINAL = re.compile(r"\bfinal-seconds\b")
