@@ -62,6 +62,7 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
     streams: list[str]
     user_group: str | None = None  # sessions.user_group: access.changed messages for this user
     presence_at: float = 0.0  # monotonic time of the last presence write
+    visible = True  # the page is on screen, as the browser last reported (Page Visibility API)
     closing = False  # access ended: nothing more is sent, the close is on its way
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -137,11 +138,18 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
             self.presence_at = 0.0
             await run_blocking(presence.leave, self.channel_name)
 
-    async def _check(self, user_pk: Any, refresh: str | None = None) -> sessions.Access:
+    async def _check(
+        self, user_pk: Any, refresh: str | None = None, visible: bool | None = None
+    ) -> sessions.Access:
         session = self.scope.get("session")
         key = session.session_key if session is not None else None
         return await run_blocking(
-            sessions.check, key, user_pk, has_session=session is not None, refresh=refresh
+            sessions.check,
+            key,
+            user_pk,
+            has_session=session is not None,
+            refresh=refresh,
+            visible=visible,
         )
 
     async def _end(self, code: int) -> None:
@@ -185,6 +193,8 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
             return
         if kind == "snapshot":
             await self.send_snapshot()
+        elif kind == "visibility":
+            await self._set_visible(message)
         elif kind == "ping":
             await self._refresh_presence()
             if self.closing:
@@ -202,13 +212,31 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
         else:
             await self.send(text_data=json.dumps({"type": "error", "error": "unknown message"}))
 
+    async def _set_visible(self, message: dict[str, Any] | None) -> None:
+        """The dashboard was shown or hidden: counts as online (or stops) at once, not at the
+        next ping. A malformed report changes nothing; only a change is written."""
+        visible = _visibility(message)
+        if visible is None:
+            log.info(
+                "ignored a malformed visibility report from %s: %.200r",
+                self.user.get_username(),
+                message,
+            )
+            return
+        if visible == self.visible or not self.presence_at:  # no change, or off the list
+            return
+        self.visible = visible
+        self.presence_at = time.monotonic()
+        await run_blocking(presence.set_visible, self.channel_name, self.user, visible)
+
     async def _refresh_presence(self) -> None:
         # Pings come every 10 s; writing every REFRESH_EVERY keeps the row well inside the TTL.
         # The same hop checks the session again: a lost access.changed message, or a session
         # that expired, still ends the socket.
         if time.monotonic() - self.presence_at >= presence.REFRESH_EVERY:
             self.presence_at = time.monotonic()
-            await self._follow(await self._check(self.user.pk, self.channel_name), False)
+            access = await self._check(self.user.pk, self.channel_name, self.visible)
+            await self._follow(access, False)
 
     async def send_snapshot(self) -> None:
         try:
@@ -243,6 +271,13 @@ def _client_time(t: Any) -> float | int | None:
     if isinstance(t, bool) or not isinstance(t, int | float):
         return None
     return t if abs(t) < 1e16 and t == t else None
+
+
+def _visibility(message: dict[str, Any] | None) -> bool | None:
+    """``{"type": "visibility", "visible": true|false}``: the bool, or None for anything else
+    (a string, a number, a missing field: JSON's ``1`` is not ``true``)."""
+    value = message.get("visible") if message else None
+    return value if isinstance(value, bool) else None
 
 
 def _parse_client_message(text: str | None) -> dict[str, Any] | None:

@@ -91,9 +91,11 @@ def check(
     *,
     has_session: bool = True,
     refresh: str | None = None,
+    visible: bool | None = None,
 ) -> Access:
     """May the socket of ``user_pk``, opened with ``session_key``, stay open? Read from the
-    database as it is now. With ``refresh`` (a channel name), also refresh its presence row."""
+    database as it is now. With ``refresh`` (a channel name), also refresh its presence row
+    (``visible``: whether its page is on screen, for a row that must be created again)."""
     if has_session:
         user = session_user(session_key)
     else:  # no session in the scope: only in-process tests put a user there themselves
@@ -103,7 +105,7 @@ def check(
     if not user.has_perm(DECIDE_PERMISSION):
         return Access(CLOSE_FORBIDDEN)
     if refresh is not None:
-        presence.refresh(refresh, user)
+        presence.refresh(refresh, user, visible)
     return Access(None, user, streams_for(user))
 
 

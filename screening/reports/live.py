@@ -1,10 +1,12 @@
-"""The supervisor's live view: who is online, the calls waiting now (read-only), the PBX link."""
+"""The supervisor's live view: who is online, who is connected with the dashboard hidden, the calls
+waiting now (read-only), the PBX link."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Min
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count, Min, QuerySet
 from django.utils import timezone
 
 from screening.calls import presence, push
@@ -16,11 +18,22 @@ MAX_CALLS = 200  # a supervisor's overview, not a queue to work through
 
 
 def online() -> list[dict[str, Any]]:
-    """Operators with a live socket, with how many sockets (tabs) and since when."""
-    users = {u.pk: u for u in presence.online_users().prefetch_related("groups")}
+    """Operators with a live socket on screen, with how many sockets (tabs) and since when."""
+    return _people(presence.online_users(), visible=True)
+
+
+def hidden() -> list[dict[str, Any]]:
+    """Operators connected with no dashboard on screen (a tab in the background): not online."""
+    return _people(presence.hidden_users(), visible=False)
+
+
+def _people(found: QuerySet[AbstractBaseUser], visible: bool) -> list[dict[str, Any]]:
+    users = {u.pk: u for u in found.prefetch_related("groups")}
     sockets = (
         Presence.objects.filter(
-            user_id__in=users, last_seen__gte=timezone.now() - presence.PRESENCE_TTL
+            user_id__in=users,
+            last_seen__gte=timezone.now() - presence.PRESENCE_TTL,
+            visible=visible,
         )
         .values("user_id")
         .annotate(n=Count("pk"), since=Min("connected_at"))
@@ -51,6 +64,7 @@ def state() -> dict[str, Any]:
     return {
         "server_time": push.now_ms(),
         "online": online(),
+        "hidden": hidden(),
         "calls": [call_payload(c) for c in calls],
         "link": link.get_state(),
     }

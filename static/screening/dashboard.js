@@ -71,6 +71,7 @@ function connect() {
   ws.addEventListener("open", () => {
     openedAt = performance.now();
     ping();
+    reportVisibility();
   });
   ws.addEventListener("message", (event) => {
     let msg;
@@ -277,7 +278,8 @@ function fillCard(li, call) {
   $(".called", li).textContent = call.called || "?";
   $(".trunk", li).textContent = call.trunk;
   $(".history", li).textContent = describeHistory(call.history);
-  li.setAttribute("aria-label", `Call from ${call.caller || "withheld"} to ${call.called} on ${call.trunk}`);
+  fillContext(li, call);
+  li.setAttribute("aria-label", `Call from ${callerLabel(call)} to ${call.called} on ${call.trunk}`);
   $(".bar", li).setAttribute("aria-valuemax", String(Math.round((call.last_useful - call.received_at) / 1000)));
   updateStatus(li, call);
 }
@@ -322,7 +324,7 @@ function renderRecent() {
     const who = call.decided_by ? ` by ${call.decided_by}` : "";
     const err = call.pbx_errcode && call.status !== "accepted" && call.status !== "refused"
       ? ` (PBX ${call.pbx_errcode} ${call.pbx_errmsg})` : "";
-    $(".outcome-text", li).textContent = `${call.caller || "Withheld"} → ${call.called} (${call.trunk}): ${call.status_label}${who}${err}`;
+    $(".outcome-text", li).textContent = `${callerLabel(call, "Withheld")} → ${call.called} (${call.trunk}): ${call.status_label}${who}${err}`;
     fillAfterActions(li, call);
     if (recentList.children[index] !== li) recentList.insertBefore(li, recentList.children[index] || null);
   });
@@ -623,13 +625,240 @@ function alertNewCall(call) {
   }
   if (prefs.notify.checked && document.hidden && "Notification" in window
       && Notification.permission === "granted") {
-    const note = new Notification(`Incoming call from ${call.caller || "withheld"}`, {
+    const note = new Notification(`Incoming call from ${callerLabel(call)}`, {
       body: `To ${call.called} on ${call.trunk}`,
       tag: `call-${call.id}`,
     });
     note.onclick = () => window.focus();
   }
 }
+
+// --- who is calling, and what the team knows (the card's context) -----------------------------
+//
+// Everything comes from the call's payload: `caller_name` (a contact's or a late lookup's name)
+// and `context` (screening/calls/context.py). Any part may be missing or null (older calls,
+// withheld numbers), so every reader below checks the type of what it reads.
+
+const text = (value) => (typeof value === "string" ? value.trim() : "");
+const number = (value) => (typeof value === "number" && Number.isFinite(value) ? value : null);
+const object = (value) => (value && typeof value === "object" && !Array.isArray(value) ? value : null);
+const NOTE_ON_CARD_CHARS = 140; // the contact's note, shortened; the whole of it in the tooltip
+
+function callerName(call) {
+  const context = object(call.context) || {};
+  return text(call.caller_name) || text(object(context.lookup)?.name) || text(object(context.contact)?.name);
+}
+
+function callerLabel(call, withheld = "withheld") {
+  const name = callerName(call);
+  const caller = call.caller || withheld;
+  return name ? `${name} (${caller})` : caller;
+}
+
+const relative = new Intl.RelativeTimeFormat("en", { numeric: "auto" });
+function ago(ms) {
+  const seconds = (ms - serverNow()) / 1000; // negative: in the past
+  const size = Math.abs(seconds);
+  if (size < 45) return "just now";
+  if (size < 3600) return relative.format(Math.round(seconds / 60), "minute");
+  if (size < 86400) return relative.format(Math.round(seconds / 3600), "hour");
+  return relative.format(Math.round(seconds / 86400), "day");
+}
+
+function clockTime(ms) {
+  const at = new Date(ms); // shown in the operator's own time zone, as HH:MM
+  const time = `${String(at.getHours()).padStart(2, "0")}:${String(at.getMinutes()).padStart(2, "0")}`;
+  const today = new Date(serverNow()).toDateString() === at.toDateString();
+  return today ? time : `${at.toLocaleDateString("en", { day: "numeric", month: "short" })} ${time}`;
+}
+
+function show(el, value) {
+  if (el.textContent !== value) el.textContent = value;
+  el.hidden = !value;
+}
+
+function fillContext(li, call) {
+  const context = object(call.context) || {};
+  const contact = object(context.contact);
+  const name = $(".caller-name", li);
+  show(name, callerName(call));
+  name.dataset.source = object(context.lookup) && !contact ? "lookup" : contact ? "contact" : "";
+  show($(".organisation", li), text(contact?.organisation));
+  const note = text(contact?.note);
+  const noteEl = $(".contact-note", li);
+  show(noteEl, note.length > NOTE_ON_CARD_CHARS ? `${note.slice(0, NOTE_ON_CARD_CHARS - 1)}…` : note);
+  noteEl.title = note.length > NOTE_ON_CARD_CHARS ? note : "";
+  fillPrecedent($(".precedent", li), object(context.precedent));
+  fillSuggestion($(".suggestion", li), object(context.suggestion) || object(call.suggestion));
+  fillNotes($(".notes", li), Array.isArray(context.notes) ? context.notes : []);
+}
+
+function percent(probability) {
+  return Math.round(Math.min(1, Math.max(0, probability)) * 100);
+}
+
+// "Refused 7 of 8 (4 operators), last: spam or sales, by Ann, 2 days ago", then how likely a
+// refusal is and how sure that is, then what rules and the fallback policy did (apart: they are
+// not people's judgement).
+function describePrecedent(p) {
+  const parts = [];
+  const decided = number(p.decided) || 0;
+  if (decided > 0) {
+    const operators = number(p.operators) || 0;
+    const who = operators ? ` (${operators} ${operators === 1 ? "operator" : "operators"})` : "";
+    let line = `Refused ${number(p.refused) || 0} of ${decided}${who}`;
+    const last = object(p.last);
+    const what = !last ? "" : last.decision === "refuse"
+      ? (text(last.reason_label) || "refused").toLowerCase()
+      : last.decision === "accept" ? "accepted" : "";
+    if (what) {
+      line += `, last: ${what}`;
+      if (text(last.by)) line += `, by ${text(last.by)}`;
+      if (number(last.at) !== null) line += `, ${ago(last.at)}`;
+    }
+    parts.push(line);
+    const probability = number(p.probability);
+    if (probability !== null) {
+      const refuse = percent(probability);
+      const likely = refuse >= 50 ? `refusal likely ${refuse} %` : `acceptance likely ${100 - refuse} %`;
+      const sure = number(p.sureness) !== null && p.sureness <= 1
+        ? `, ${percent(p.sureness)} % sure` : text(p.sureness) ? `, ${text(p.sureness)} certainty` : "";
+      const many = decided === 1 ? "1 decision" : `${decided} decisions`;
+      parts.push(`${likely} (from ${many}${sure})`);
+    }
+  }
+  const auto = number(p.auto_decided) || 0;
+  if (auto > 0) parts.push(`rules and fallback refused ${number(p.auto_refused) || 0} of ${auto}`);
+  return parts;
+}
+
+function fillPrecedent(el, precedent) {
+  const parts = precedent ? describePrecedent(precedent) : [];
+  const key = parts.join("\n");
+  if (el.dataset.key === key) return;
+  el.dataset.key = key;
+  el.replaceChildren(...parts.map((part) => Object.assign(document.createElement("span"), { textContent: part })));
+  el.hidden = !parts.length;
+}
+
+// Only a suggestion: the card says so, and nothing is decided by it.
+function fillSuggestion(el, suggestion) {
+  const decision = suggestion && ["accept", "refuse"].includes(suggestion.decision) ? suggestion.decision : "";
+  el.dataset.decision = decision;
+  show(el, decision ? `Suggested: ${decision} (a suggestion from past decisions; you decide)` : "");
+}
+
+function fillNotes(list, notes) {
+  const usable = notes.map(object).filter((note) => note && text(note.text));
+  const key = JSON.stringify(usable.map((n) => [n.id, n.text, n.author, n.at, n.expires_at]));
+  if (list.dataset.key !== key) {
+    list.dataset.key = key;
+    list.replaceChildren(...usable.map(buildNote));
+  }
+  refreshNotes(list);
+}
+
+function buildNote(note) {
+  const li = document.createElement("li");
+  li.className = "note";
+  const body = Object.assign(document.createElement("span"), { className: "note-text", textContent: text(note.text) });
+  const meta = Object.assign(document.createElement("span"), { className: "note-meta" });
+  if (number(note.at) !== null) li.dataset.at = String(note.at);
+  if (number(note.expires_at) !== null) li.dataset.expiresAt = String(note.expires_at);
+  li.dataset.author = text(note.author);
+  li.append(body, " ", meta);
+  return li;
+}
+
+// Relative times age and notes expire while a card is on screen: redone every second or so.
+function refreshNotes(list) {
+  const now = serverNow();
+  let shown = 0;
+  for (const li of list.children) {
+    const expires = li.dataset.expiresAt ? Number(li.dataset.expiresAt) : null;
+    li.hidden = expires !== null && expires <= now;
+    if (li.hidden) continue;
+    shown += 1;
+    const bits = [li.dataset.author, li.dataset.at ? ago(Number(li.dataset.at)) : "", expires ? `until ${clockTime(expires)}` : ""];
+    const meta = `— ${bits.filter(Boolean).join(", ")}`;
+    const el = $(".note-meta", li);
+    if (el.textContent !== meta) el.textContent = meta;
+  }
+  list.hidden = shown === 0;
+}
+
+// --- attention: the page's visibility, and the last seconds of a call -------------------------
+
+// The server counts this operator as online only while the dashboard is on screen (and the
+// socket answers pings): a tab in the background leaves calls to the fallback policy. The socket
+// stays open meanwhile; back on screen, the page reports at once and fetches the truth.
+function reportVisibility() {
+  send({ type: "visibility", visible: document.visibilityState === "visible" });
+}
+
+document.addEventListener("visibilitychange", () => {
+  reportVisibility();
+  if (document.visibilityState === "visible") {
+    requestSnapshot();
+    ping();
+  }
+});
+
+const FINAL_MS = 4000; // the last seconds before a call's last useful moment
+const baseTitle = document.title;
+const finalAlerted = new Set(); // ids of calls whose last seconds were already announced
+const flash = { on: false, at: 0 }; // the title's alternation
+
+function finalChime() {
+  // Lower and three times, so it is not mistaken for the new-call chime.
+  audio = audio || new AudioContext();
+  const start = audio.currentTime;
+  for (const offset of [0, 0.14, 0.28]) {
+    const osc = audio.createOscillator();
+    const gain = audio.createGain();
+    osc.type = "square";
+    osc.frequency.value = 523;
+    gain.gain.setValueAtTime(0.0001, start + offset);
+    gain.gain.exponentialRampToValueAtTime(0.12, start + offset + 0.01);
+    gain.gain.exponentialRampToValueAtTime(0.0001, start + offset + 0.1);
+    osc.connect(gain).connect(audio.destination);
+    osc.start(start + offset);
+    osc.stop(start + offset + 0.11);
+  }
+}
+
+// On a timer, not on animation frames: frames stop in a background tab, where a flashing title
+// is the only thing that can catch the operator's eye.
+function attention() {
+  const now = serverNow();
+  let urgent = null;
+  for (const call of state.calls.values()) {
+    const left = call.last_useful - now;
+    const final = call.status === "pending" && !state.sending.has(call.id) && left > 0 && left <= FINAL_MS;
+    pendingList.querySelector(`li.call[data-id="${call.id}"]`)?.classList.toggle("final-seconds", final);
+    if (!final) continue;
+    if (!finalAlerted.has(call.id)) {
+      finalAlerted.add(call.id);
+      if (prefs.chime.checked) {
+        try {
+          finalChime();
+        } catch {
+          /* audio blocked until the page has been interacted with */
+        }
+      }
+    }
+    if (!urgent || left < urgent.left) urgent = { call, left };
+  }
+  for (const id of finalAlerted) if (!state.calls.has(id)) finalAlerted.delete(id);
+  // Flipped per half second, or per run where a background tab runs timers only once a second.
+  if (!urgent) flash.on = false;
+  else if (now - flash.at >= 450) Object.assign(flash, { on: !flash.on, at: now });
+  const title = flash.on ? `⚠ Call from ${callerLabel(urgent.call)} ${Math.ceil(urgent.left / 1000)} s` : baseTitle;
+  if (document.title !== title) document.title = title;
+  document.body.dataset.finalSeconds = urgent ? String(urgent.call.id) : "";
+  for (const list of pendingList.querySelectorAll(".notes")) refreshNotes(list);
+}
+setInterval(attention, 250);
 
 window.pbxscreen = state; // for people debugging in the console, and for browser tests
 connect();

@@ -13,11 +13,20 @@ function cell(tag, text, cls) {
 }
 
 function renderOnline(people) {
-  const list = document.getElementById("online");
-  document.getElementById("online-count").textContent = people.length;
+  renderPeople("online", people, "No operator is online: calls are left to each trunk's fallback policy.");
+}
+
+// Connected with the dashboard in a background tab: not online (older servers send no list).
+function renderHidden(people) {
+  renderPeople("hidden", people || [], "Nobody.");
+}
+
+function renderPeople(id, people, emptyText) {
+  const list = document.getElementById(id);
+  document.getElementById(`${id}-count`).textContent = people.length;
   list.replaceChildren();
   if (!people.length) {
-    list.append(cell("li", "No operator is online: calls are left to each trunk's fallback policy.", "empty"));
+    list.append(cell("li", emptyText, "empty"));
     return;
   }
   for (const p of people) {
@@ -74,6 +83,7 @@ async function refresh() {
     const state = await response.json();
     offset = state.server_time - Date.now();
     renderOnline(state.online);
+    renderHidden(state.hidden);
     renderCalls(state.calls);
     renderLink(state.link);
     status.dataset.state = "open";

@@ -46,3 +46,29 @@ def test_state_lists_online_operators_and_waiting_calls(client: Client) -> None:
     assert "Bob Baker" not in page
     assert "07700900001" in page
     assert "No PBX is configured" in page
+
+
+def test_operators_with_the_dashboard_hidden_are_listed_apart_not_online(client: Client) -> None:
+    client.force_login(make_user("sam", group="Supervisors"))
+    alice = make_user("alice", first_name="Alice", last_name="Able")
+    hugo = make_user("hugo", first_name="Hugo", last_name="Hidden")
+    presence.join(alice, "chan-1")
+    presence.join(alice, "chan-2", visible=False)  # Alice's second tab is in the background
+    presence.join(hugo, "chan-3", visible=False)
+    presence.join(hugo, "chan-4", visible=False)
+
+    state = client.get("/supervisor/state.json").json()
+    assert [(p["name"], p["sockets"]) for p in state["online"]] == [("Alice Able", 1)]
+    assert [(p["name"], p["sockets"]) for p in state["hidden"]] == [("Hugo Hidden", 2)]
+
+    page = client.get("/supervisor/").content.decode()
+    online, hidden = page.split('id="hidden-heading"')
+    assert "Hugo Hidden" not in online
+    assert "Hugo Hidden" in hidden
+    assert "Alice Able" in online
+    assert "Alice Able" not in hidden
+
+    presence.set_visible("chan-3", hugo, True)
+    state = client.get("/supervisor/state.json").json()
+    assert [p["name"] for p in state["online"]] == ["Alice Able", "Hugo Hidden"]
+    assert state["hidden"] == []
