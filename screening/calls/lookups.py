@@ -310,6 +310,7 @@ async def find(number: str) -> Result:
         return None
 
     pending = set(futures.values())
+    decided = False  # a name is taken before the budget ends: the rest need not be waited for
     while pending:
         left = deadline - loop.time()
         if left <= 0:
@@ -320,12 +321,16 @@ async def find(number: str) -> Result:
                 answers[i] = _outcome(configured[i][0], number, future)
                 complete = complete and not _failed(future)
         if best() is not None:
+            decided = True
             break
     found = best() or next((a for a in answers.values() if a is not None), None)
     for i, future in futures.items():
         if i not in answers:
             complete = False
-            if not future.done():
+            if decided:  # not late, only not needed: counted when it ends
+                source = configured[i][0]
+                future.add_done_callback(functools.partial(_outcome, source, number))
+            elif not future.done():
                 stats.count(LATE)
                 log.warning(
                     "caller lookup %s for %s: no answer within %d ms",

@@ -324,6 +324,31 @@ def test_a_name_after_the_budget_is_not_taken_but_kept_for_next_time(
     assert (memo["name"], memo["source"]) == ("Too Late", "answers_late")
 
 
+def test_a_name_from_the_first_backend_does_not_wait_for_the_others(
+    settings: Any,
+) -> None:
+    settings.CALLER_LOOKUP_URL = ""
+    settings.CALLER_LOOKUP_BUDGET_MS = 3000
+    settings.CALLER_LOOKUP_BACKENDS = [PATH + "knows_everyone", PATH + "answers_late"]
+
+    async def run() -> tuple[lookups.Result, bool]:
+        result = await lookups.find("4435")
+        slow_still_running = not _slow.is_set()
+        _slow.set()
+        await asyncio.sleep(0.2)  # the slower backend ends: counted then, as what it was
+        return result, slow_still_running
+
+    _slow.clear()
+    result, slow_still_running = asyncio.run(run())
+    assert result.found == Found("Known 4435", "knows_everyone")
+    assert slow_still_running  # taken without waiting for the backend listed after it
+    assert lookups.stats.recent() == {lookups.FOUND: 2}  # neither counted late
+
+
+def knows_everyone(number: str) -> str:
+    return f"Known {number}"
+
+
 # --- the cache and intake -------------------------------------------------------------------
 
 
