@@ -195,20 +195,20 @@ async def healthz(request: HttpRequest) -> HttpResponse:
     pbx = await run_blocking(link.get_state)  # never raises: "unknown" when unreadable
     failing = any(v != "ok" for v in checks.values())
     # External caller lookups only add names: their trouble degrades, never fails, the process.
-    lookup_state, lookup_reason = lookups.stats.state()
-    if lookup_reason:
-        details["lookups"] = lookup_reason
-    degraded = pbx["unscreened"] or lookup_state in {"slow", "failing"}
+    lookup = await run_blocking(lookups.health)
+    if lookup["reason"]:
+        details["lookups"] = lookup["reason"]
+    degraded = pbx["unscreened"] or lookup["state"] in {"slow", "failing"}
     body: dict[str, Any] = {
         "status": "failing" if failing else ("degraded" if degraded else "ok"),
         **checks,
         "pbx_link": {"state": pbx["state"]},
-        "lookups": lookup_state,
+        "lookups": lookup["state"],
     }
     if await _shows_detail(request):
         body["pbx_link"] = {
             k: pbx[k] for k in ("state", "detail", "since", "unscreened", "message")
         }
         body["details"] = details
-        body["lookup_counts"] = lookups.stats.detail()
+        body["lookup_counts"] = lookup["counts"]
     return JsonResponse(body, status=503 if failing else 200)

@@ -435,10 +435,16 @@ async def identify(call: Call) -> None:
     started = time.monotonic()
     result = await find(number)
     elapsed_ms = round((time.monotonic() - started) * 1000)
-    if result.found is not None or result.complete:
-        await runtime.run_blocking(remember, number, result.found)
+    await runtime.run_blocking(_after, number, result)
     if result.found is not None:
         await runtime.run_blocking(record_name, call.pk, result.found, elapsed_ms)
+
+
+def _after(number: str, result: Result) -> None:
+    """Cache what is worth keeping, and share this process's counts (both: cache writes)."""
+    if result.found is not None or result.complete:
+        remember(number, result.found)
+    stats.publish()
 
 
 def record_name(call_pk: int, found: Found, elapsed_ms: int) -> Call | None:
@@ -481,6 +487,10 @@ def record_name(call_pk: int, found: Found, elapsed_ms: int) -> Call | None:
 RECENT = 50  # the last this many backend outcomes of this process
 RECENT_SECONDS = 900.0  # ...of at most this age: an outage long over stops counting
 FAILING_MIN = 3
+KINDS = (FOUND, MISSED, LATE, FAILED, SKIPPED)
+# On the scale-out setup the lookups run where the PBX events arrive (pbx_listen), not in the
+# web processes that answer /healthz: the process doing lookups shares its recent counts here.
+HEALTH_KEY = "lookup:health"
 
 
 class Stats:
@@ -506,8 +516,34 @@ class Stats:
         with self._lock:
             return Counter(kind for at, kind in self._recent if at >= since)
 
-    def state(self) -> tuple[str, str]:
-        """("off" | "ok" | "slow" | "failing", reason).
+    def publish(self) -> None:
+        """Share this process's recent counts through the cache (blocking: a worker thread)."""
+        snapshot = {"recent": dict(self.recent()), "at": time.time()}
+        try:
+            cache.set(HEALTH_KEY, snapshot, int(RECENT_SECONDS))
+        except CACHE_ERRORS as exc:
+            log.warning("caller lookup counts not shared: %s", exc)
+
+    def seen(self) -> tuple[Counter[str], str]:
+        """The recent counts to judge by, and whose: this process's if it has looked anything
+        up lately, else those the last process doing lookups shared (blocking: reads the cache).
+        """
+        recent = self.recent()
+        if sum(recent.values()):
+            return recent, "this process"
+        try:
+            shared = cache.get(HEALTH_KEY)
+        except CACHE_ERRORS:
+            shared = None
+        if isinstance(shared, dict) and isinstance(shared.get("recent"), dict):
+            age = time.time() - float(shared.get("at", 0))
+            if age <= RECENT_SECONDS:
+                counts = Counter({k: int(shared["recent"].get(k, 0)) for k in KINDS})
+                return counts, "the process doing lookups"
+        return recent, "this process"
+
+    def state(self, recent: Counter[str] | None = None) -> tuple[str, str]:
+        """("off" | "ok" | "slow" | "failing", reason) for ``recent`` (default: this process's).
 
         failing: at least FAILING_MIN of the recent lookups, and at least half, failed or ran
         out of budget; slow: more than one in ten ran out of budget (or skipped for lack of
@@ -515,7 +551,7 @@ class Stats:
         """
         if not enabled():
             return "off", ""
-        recent = self.recent()
+        recent = self.recent() if recent is None else recent
         total = sum(recent.values())
         bad = recent[FAILED] + recent[LATE] + recent[SKIPPED]
         slow = recent[LATE] + recent[SKIPPED]
@@ -526,13 +562,23 @@ class Stats:
             return "slow", f"{slow} of the last {total} lookups ran out of budget"
         return "ok", ""
 
-    def detail(self) -> dict[str, Any]:
-        recent = self.recent()
-        return {
-            "budget_ms": settings.CALLER_LOOKUP_BUDGET_MS,
-            "recent": {k: recent[k] for k in (FOUND, MISSED, LATE, FAILED, SKIPPED)},
-            "total": {k: self.totals[k] for k in (FOUND, MISSED, LATE, FAILED, SKIPPED)},
-        }
-
 
 stats = Stats()
+
+
+def health() -> dict[str, Any]:
+    """For /healthz (blocking: may read the cache): the state word, its reason, and counts."""
+    if not enabled():
+        return {"state": "off", "reason": "", "counts": {}}
+    recent, whose = stats.seen()
+    state, reason = stats.state(recent)
+    return {
+        "state": state,
+        "reason": reason,
+        "counts": {
+            "budget_ms": settings.CALLER_LOOKUP_BUDGET_MS,
+            "recent": {k: recent[k] for k in KINDS},
+            "recent_from": whose,
+            "total_this_process": {k: stats.totals[k] for k in KINDS},
+        },
+    }

@@ -431,8 +431,27 @@ def test_health_state_follows_the_recent_outcomes(server: LookupServer) -> None:
     state, reason = stats.state()
     assert state == "failing"
     assert "of the last 44 lookups" in reason
-    assert stats.detail()["recent"]["late"] == 23
+    assert lookups.health()["counts"]["recent"]["late"] == 23
     stats.reset()
     for _ in range(3):
         stats.count(lookups.FAILED)
     assert stats.state()[0] == "failing"
+
+
+def test_a_process_that_does_no_lookups_reports_those_another_process_shared(
+    server: LookupServer,
+) -> None:
+    stats = lookups.stats
+    for _ in range(4):
+        stats.count(lookups.LATE)
+    stats.publish()  # what the listener process does after each call's lookups
+    stats.reset()  # now as a web process that never looked anything up
+    shared = lookups.health()
+    assert shared["state"] == "failing"
+    assert shared["counts"]["recent"]["late"] == 4
+    assert shared["counts"]["recent_from"] == "the process doing lookups"
+    assert shared["counts"]["total_this_process"]["late"] == 0
+    stats.count(lookups.FOUND)  # its own lookups, when it does some, come first
+    own = lookups.health()
+    assert own["state"] == "ok"
+    assert own["counts"]["recent_from"] == "this process"
