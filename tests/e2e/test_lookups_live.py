@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,8 @@ import requests
 
 from screening.devtools.lookup_server import HANG, Answer, LookupServer
 from screening.models import AuditEvent, Call
-from tests.conftest import Live, LiveFactory
+from tests.conftest import TEST_WINDOW, Live, LiveFactory
+from tests.support.cluster import require_scaleout, start_cluster
 from tests.support.live import make_user, session_for, wait_for
 from tests.support.sockets import OperatorSocket
 
@@ -67,10 +69,8 @@ def ring(live: Live, socket: OperatorSocket, caller: str) -> tuple[str, dict[str
     return call_id, first
 
 
-def health(live: Live) -> dict[str, Any]:
-    answer = requests.get(
-        f"{live.url}/healthz", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
-    )
+def health(url: str) -> dict[str, Any]:
+    answer = requests.get(f"{url}/healthz", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
     return answer.json()
 
 
@@ -101,7 +101,7 @@ def test_a_name_found_within_the_budget_updates_the_pushed_card_and_is_cached(
         assert first_again["context"]["lookup"]["name"] == "Ann [31m Caller"
         time.sleep(0.3)
         assert lookup_server.hits_for("447700900301") == 1
-    assert health(live)["lookups"] == "ok"
+    assert health(live.url)["lookups"] == "ok"
 
 
 def test_a_name_after_the_budget_never_reaches_the_card(
@@ -118,7 +118,7 @@ def test_a_name_after_the_budget_never_reaches_the_card(
     assert call.caller_name == ""
     assert "lookup" not in call.context
     assert not AuditEvent.objects.filter(call=call, kind="caller_name").exists()
-    body = health(live)
+    body = health(live.url)
     assert body["lookup_counts"]["recent"]["late"] == 1
     assert "no answer within 500 ms" in live.server.log()
 
@@ -139,7 +139,7 @@ def test_a_hanging_lookup_server_holds_up_neither_pushes_nor_decisions(
             assert answer.json()["status"] == "accepted"
             assert live.sim.call(call_id)["outcome"] == "accepted"
         body = wait_for(
-            lambda: (b := health(live))["lookup_counts"]["recent"]["late"] == len(rung) and b,
+            lambda: (b := health(live.url))["lookup_counts"]["recent"]["late"] == len(rung) and b,
             timeout=BUDGET_MS / 1000 + 3,
             what="/healthz to count every lookup late",
         )
@@ -174,7 +174,7 @@ def test_errors_and_garbage_change_nothing_but_a_log_line_and_a_count(
             what="the good lookup's name",
         )
         wait_for(
-            lambda: health(live)["lookup_counts"]["recent"]["failed"] == len(bad),
+            lambda: health(live.url)["lookup_counts"]["recent"]["failed"] == len(bad),
             timeout=BUDGET_MS / 1000 + 2,
             what="every failure counted",
         )
@@ -183,7 +183,51 @@ def test_errors_and_garbage_change_nothing_but_a_log_line_and_a_count(
     log = live.server.log()
     for reason in ("HTTP 500", "not JSON", "not a string", "more than 65536 bytes"):
         assert reason in log, reason
-    body = health(live)
+    body = health(live.url)
     assert body["lookup_counts"]["recent"]["found"] == 1
     assert body["lookups"] == "failing"  # 4 of the last 5
     assert body["status"] == "degraded"
+
+
+@pytest.mark.scaleout
+def test_on_the_scale_out_setup_the_listener_looks_up_and_every_web_process_reports_it(
+    transactional_db: None, tmp_path: Path, lookup_server: LookupServer
+) -> None:
+    """Two web processes (listener off) + pbx_listen on PostgreSQL + Redis: the listener runs
+    the lookups, the name reaches an operator on a web process, the cache it fills serves the
+    next call, and both web processes' /healthz report the listener's failures."""
+    require_scaleout()
+    cluster = start_cluster(
+        tmp_path,
+        CALLER_LOOKUP_URL=lookup_server.template,
+        CALLER_LOOKUP_BUDGET_MS=str(BUDGET_MS),
+        HEALTHZ_TOKEN=TOKEN,
+    )
+    try:
+        lookup_server.answers["447700900341"] = Answer.name("Shared Sam")
+        web = Live(cluster.sim, cluster.web[1], TEST_WINDOW)
+        with OperatorSocket(web, make_user("op5")) as socket:
+            call_id, first = ring(web, socket, "07700900341")
+            assert first["caller_name"] == ""
+            wait_for(
+                lambda: any(c["caller_name"] == "Shared Sam" for c in cards(socket, call_id)),
+                timeout=FIRST_PUSH_BOUND,
+                what="the looked-up name on a web process's socket",
+            )
+            _, again = ring(web, socket, "07700900341")
+            assert again["caller_name"] == "Shared Sam"  # from the shared cache, first push
+            assert lookup_server.hits_for("447700900341") == 1
+            lookup_server.default = HANG
+            for i in range(3):
+                ring(web, socket, f"0770090035{i}")
+
+        def failing_everywhere() -> bool:
+            return all(health(url)["lookups"] == "failing" for url in cluster.urls)
+
+        wait_for(failing_everywhere, timeout=BUDGET_MS / 1000 + 5, what="every /healthz failing")
+        body = health(cluster.urls[0])
+        assert body["status"] == "degraded"
+        assert body["lookup_counts"]["recent_from"] == "the process doing lookups"
+        assert body["lookup_counts"]["recent"]["late"] == 3
+    finally:
+        cluster.stop()
