@@ -367,8 +367,8 @@ def _late(number: str, future: asyncio.Future[Found | None]) -> None:
     if future.cancelled() or future.exception() is not None:
         return
     found = future.result()
-    if found is not None:  # the cache may be Redis: not from the event loop
-        runtime.spawn(runtime.run_blocking(remember, number, found), f"lookup-late-{number}")
+    if found is not None:  # the cache may be Redis: not from the event loop (nor its DB pool)
+        runtime.submit_lookup(remember, number, found)
 
 
 # --- the cache ------------------------------------------------------------------------------
