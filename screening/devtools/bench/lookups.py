@@ -7,7 +7,8 @@ a. ``off``: no lookup configured;
 b. ``hang``: ``CALLER_LOOKUP_URL`` at a server that accepts the connection and never answers;
 c. ``answer``: the same at a server answering ``{"name": ...}`` after ``lookup_delay_ms``; here
    also, per operator and call, the time from the first (nameless) push to the card's update
-   with the name (target: at most the budget + 50 ms).
+   with the name (target: at most the budget + 50 ms), and from the simulator's send stamp to
+   that update (never less than the server's delay: a check on the measurement itself).
 
 The lookup servers (``screening.devtools.lookup_server``) run as their own processes, so their
 threads never share a GIL with the bench's clients. Every call comes from a new number, so no
@@ -46,11 +47,15 @@ def start_lookup_server(workdir: Path, name: str, *args: str) -> tuple[ChildProc
     return proc, f"http://127.0.0.1:{port}/lookup/{{number}}"
 
 
-def name_delays(clients: list[Client], call_ids: list[str]) -> tuple[list[float], int]:
-    """Per operator and call: ms from the first push of the card to its first push with a name;
-    and how many (operator, call) pairs never got the name."""
+def name_delays(
+    clients: list[Client], call_ids: list[str], sent: dict[str, float]
+) -> tuple[list[float], list[float], int]:
+    """Per operator and call: ms from the first push of the card to its first push with a name,
+    and from the simulator's send stamp to that push with a name; and how many (operator, call)
+    pairs never got the name."""
     wanted = set(call_ids)
     delays: list[float] = []
+    from_send: list[float] = []
     missing = 0
     for client in clients:
         first: dict[str, float] = {}
@@ -66,9 +71,11 @@ def name_delays(clients: list[Client], call_ids: list[str]) -> tuple[list[float]
         for call_id in call_ids:
             if call_id in first and call_id in named:
                 delays.append((named[call_id] - first[call_id]) * 1000)
+                if call_id in sent:
+                    from_send.append((named[call_id] - sent[call_id]) * 1000)
             else:
                 missing += 1
-    return delays, missing
+    return delays, from_send, missing
 
 
 async def _push(config: SuiteConfig, deployment: Any, sessions: list[str]) -> dict[str, Any]:
@@ -77,15 +84,17 @@ async def _push(config: SuiteConfig, deployment: Any, sessions: list[str]) -> di
     suite = Suite(config, deployment, sessions)
     seen: dict[str, Any] = {}
 
-    def inspect(clients: list[Client], ids: list[str]) -> None:
-        seen["names"] = name_delays(clients, ids)
+    def inspect(clients: list[Client], ids: list[str], offered: dict[str, Any]) -> None:
+        sent = {c: offered[c]["offered_at"] for c in ids if c in offered}
+        seen["names"] = name_delays(clients, ids, sent)
 
     async with aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=30), cookie_jar=aiohttp.DummyCookieJar()
     ) as suite.http:
         result = await suite.push(config.lookup_operators, None, inspect=inspect)
-    delays, missing = seen["names"]
+    delays, from_send, missing = seen["names"]
     result["name_after_push"] = summarize(delays, lost=missing)
+    result["name_after_send"] = summarize(from_send, lost=missing)
     return result
 
 
@@ -132,5 +141,6 @@ def run(config: SuiteConfig, workdir: Path, sessions: list[str]) -> dict[str, An
         row: dict[str, Any] = {"push": measured["product"]}
         if name == "answer":
             row["name_after_push"] = measured["name_after_push"]
+            row["name_after_send"] = measured["name_after_send"]
         out[name] = row
     return out

@@ -180,6 +180,7 @@ def format_suite(combined: dict[str, Any]) -> str:
                     f"name after push ({lk['answer_delay_ms']} ms server)",
                     lk["answer"]["name_after_push"],
                 ),
+                ("  the same from the PBX's send", lk["answer"]["name_after_send"]),
             ]
             for label, s in rows:
                 lines.append(

@@ -333,7 +333,8 @@ class Suite:
         return out
 
     async def push(self, n: int, floor_url: str | None, inspect: Any = None) -> dict[str, Any]:
-        """``inspect(clients, call_ids)``, if given, sees the frames before the clients close."""
+        """``inspect(clients, call_ids, offered)``, if given, sees the frames before the clients
+        close (``offered``: the simulator's calls, with their send stamps)."""
         cfg = self.config
         print(f"bench: push, {n} operators, {cfg.push_calls} calls", flush=True)
         # The previous size's calls expire (and push) 10 s after they came: not on top of these.
@@ -364,7 +365,7 @@ class Suite:
                         self.sample_payload = text
                         break
             if inspect is not None:
-                inspect(clients, ids)
+                inspect(clients, ids, offered)
         finally:
             await close_clients(clients)
         sent = {cid: offered[cid]["offered_at"] for cid in ids if cid in offered}
