@@ -117,6 +117,15 @@ class Command(BaseCommand):
             "--login-flood", type=int, default=40, help="login: concurrent login POSTs (40)"
         )
         suite.add_argument(
+            "--lookup-operators", type=int, default=100, help="lookups: operators (100)"
+        )
+        suite.add_argument(
+            "--lookup-delay-ms",
+            type=int,
+            default=200,
+            help="lookups: how long the answering lookup server waits, ms (200; budget 800)",
+        )
+        suite.add_argument(
             "--smoke", action="store_true", help="a tiny suite (CI): embedded, a few operators"
         )
 
@@ -182,6 +191,8 @@ class Command(BaseCommand):
             raise CommandError(
                 f"--setups: embedded,scaleout; --parts: {','.join(SUITE_PARTS + EXTRA_PARTS)}"
             )
+        if options["lookup_operators"] < 1 or not 0 <= options["lookup_delay_ms"] < 800:
+            raise CommandError("--lookup-operators must be >= 1, --lookup-delay-ms 0..799")
         suite: dict[str, Any] = {
             "sizes": [int(n) for n in options["sizes"].split(",")],
             "parts": parts,
@@ -191,6 +202,8 @@ class Command(BaseCommand):
             "step_seconds": options["step_seconds"],
             "login_rounds": options["login_rounds"],
             "login_flood": options["login_flood"],
+            "lookup_operators": options["lookup_operators"],
+            "lookup_delay_ms": options["lookup_delay_ms"],
             "log_level": options["server_log_level"],
         }
         if options["smoke"]:
