@@ -298,6 +298,43 @@ PBX_HEARTBEAT_SECONDS = env_float("PBX_HEARTBEAT_SECONDS", 20.0, minimum=0.1, ma
 # time, under a cache lock); 0 turns the periodic sync off (`manage.py sync_contacts` still works).
 CONTACT_SYNC_MINUTES = env_float("CONTACT_SYNC_MINUTES", 60, minimum=0, maximum=7 * 24 * 60)
 
+# --- External caller lookups (screening/calls/lookups.py, docs/lookups.md) -------------------
+# A card is pushed at once with what the database knows; these only ever add a name afterwards.
+# CALLER_LOOKUP_URL: an http(s) URL template with {number} (URL-quoted when filled in), answering
+# JSON; CALLER_LOOKUP_NAME_FIELD: the dotted path of the name in it ("results.0.name" for lists).
+CALLER_LOOKUP_URL = env_str("CALLER_LOOKUP_URL").strip()
+if CALLER_LOOKUP_URL:
+    from urllib.parse import urlsplit
+
+    _lookup_url = urlsplit(CALLER_LOOKUP_URL.replace("{number}", "0"))
+    if _lookup_url.scheme not in {"http", "https"} or not _lookup_url.hostname:
+        raise ImproperlyConfigured(
+            f"CALLER_LOOKUP_URL={CALLER_LOOKUP_URL!r} must be an http:// or https:// URL"
+        )
+    if "{number}" not in CALLER_LOOKUP_URL:
+        raise ImproperlyConfigured(
+            f"CALLER_LOOKUP_URL={CALLER_LOOKUP_URL!r} must contain {{number}} (the caller's number)"
+        )
+CALLER_LOOKUP_NAME_FIELD = env_str("CALLER_LOOKUP_NAME_FIELD", "name").strip() or "name"
+if any(not part.strip() for part in CALLER_LOOKUP_NAME_FIELD.split(".")):
+    raise ImproperlyConfigured(
+        f"CALLER_LOOKUP_NAME_FIELD={CALLER_LOOKUP_NAME_FIELD!r} must be a dotted path such as "
+        "name or results.0.name (no empty parts)"
+    )
+# One budget for all the lookups of a call, from intake on; a name found later is not shown.
+CALLER_LOOKUP_BUDGET_MS = int(env_float("CALLER_LOOKUP_BUDGET_MS", 800, minimum=50, maximum=5000))
+# Names found are cached per number this long; numbers nobody knows for min(300 s, this); 0: off.
+CALLER_LOOKUP_CACHE_SECONDS = int(
+    env_float("CALLER_LOOKUP_CACHE_SECONDS", 86400, minimum=0, maximum=30 * 86400)
+)
+# More backends: comma-separated dotted paths of functions (number: str) -> str | Found | None.
+CALLER_LOOKUP_BACKENDS = env_list("CALLER_LOOKUP_BACKENDS", [])
+for _backend in CALLER_LOOKUP_BACKENDS:
+    if not all(part.isidentifier() for part in _backend.split(".")) or "." not in _backend:
+        raise ImproperlyConfigured(
+            f"CALLER_LOOKUP_BACKENDS: {_backend!r} is not a dotted path such as mypkg.crm.lookup"
+        )
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,7 +1,8 @@
 """Running blocking work from async code: the one convention for the whole product.
 
 Database work goes through ``run_blocking`` (a small pool of its own, stale connections closed
-first), a PBX request through ``run_pbx`` (a large pool that mostly waits on the network), and a
+first), a PBX request through ``run_pbx`` (a large pool that mostly waits on the network), an
+external caller lookup through ``submit_lookup`` (a pool of its own), and a
 task that must outlive its caller through ``spawn``. Consumers, views, the listener and intake all
 use these, never ``sync_to_async`` or ``database_sync_to_async`` directly.
 """
@@ -32,6 +33,12 @@ _workers = ThreadPoolExecutor(max_workers=DB_WORKERS, thread_name_prefix="pbxscr
 # so one slow PBX answer never queues the other operators, and no database thread waits on it.
 PBX_WORKERS = 32
 _pbx_workers = ThreadPoolExecutor(max_workers=PBX_WORKERS, thread_name_prefix="pbxscreen-pbx")
+# External caller lookups (screening.calls.lookups) wait on servers we do not run: a pool of their
+# own, so a lookup server that hangs can fill only this pool, never delay a request to the PBX.
+LOOKUP_WORKERS = 16
+_lookup_workers = ThreadPoolExecutor(
+    max_workers=LOOKUP_WORKERS, thread_name_prefix="pbxscreen-lookup"
+)
 
 
 def _fresh_connections(fn: Callable[..., T]) -> Callable[..., T]:
@@ -53,6 +60,12 @@ async def run_pbx(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(
         _pbx_workers, functools.partial(fn, *args, **kwargs)
     )
+
+
+def submit_lookup(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """Start ``fn`` (an external lookup, no database work) in the lookup pool; the caller
+    decides how long to wait for the future, and the thread ends by its own timeouts."""
+    return asyncio.get_running_loop().run_in_executor(_lookup_workers, fn, *args)
 
 
 _background: set[asyncio.Task[Any]] = set()

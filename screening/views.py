@@ -21,7 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from screening import health
-from screening.calls import decisions, followup, notes, reasons, store
+from screening.calls import decisions, followup, lookups, notes, reasons, store
 from screening.calls.access import may_decide
 from screening.calls.context import note_payload
 from screening.calls.intake import handle_event
@@ -279,14 +279,21 @@ async def healthz(request: HttpRequest) -> HttpResponse:
         details["channel_layer"] = reason
     pbx = await run_blocking(link.get_state)  # never raises: "unknown" when unreadable
     failing = any(v != "ok" for v in checks.values())
+    # External caller lookups only add names: their trouble degrades, never fails, the process.
+    lookup = await run_blocking(lookups.health)
+    if lookup["reason"]:
+        details["lookups"] = lookup["reason"]
+    degraded = pbx["unscreened"] or lookup["state"] in {"slow", "failing"}
     body: dict[str, Any] = {
-        "status": "failing" if failing else ("degraded" if pbx["unscreened"] else "ok"),
+        "status": "failing" if failing else ("degraded" if degraded else "ok"),
         **checks,
         "pbx_link": {"state": pbx["state"]},
+        "lookups": lookup["state"],
     }
     if await _shows_detail(request):
         body["pbx_link"] = {
             k: pbx[k] for k in ("state", "detail", "since", "unscreened", "message")
         }
         body["details"] = details
+        body["lookup_counts"] = lookup["counts"]
     return JsonResponse(body, status=503 if failing else 200)

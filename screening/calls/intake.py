@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from screening.calls import decisions, outcomes, presence, rules, store
+from screening.calls import decisions, lookups, outcomes, presence, rules, store
 from screening.calls.access import stream_for_trunk
 from screening.calls.context import card_context
 from screening.calls.endings import schedule_expiry
@@ -63,6 +63,9 @@ async def handle_event(event: Event, *, via: str, received_at: datetime | None =
             spawn(decisions.carry_out(call), f"auto-{call.pk}")
         elif received.created and call.status == CallStatus.PENDING:
             schedule_expiry(call)
+        if received.look_up:
+            # Stored and pushed already: a name found within the budget updates the card.
+            spawn(lookups.identify(call), f"lookup-{call.pk}")
     elif isinstance(event, CallStateChanged):
         await run_blocking(outcomes.record_call_state, event)
     elif isinstance(event, CallDetailRecord):
@@ -80,6 +83,9 @@ class Received:
     # sees it pending; ``handle_event`` sends it (decisions.carry_out), off the intake path, because
     # intake must never wait on the PBX.
     auto_decision: tuple[str, str] | None = None
+    # Nobody local knows the caller and no lookup answered for the number lately: look it up
+    # (screening.calls.lookups) once the card is out.
+    look_up: bool = False
 
 
 def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None = None) -> Received:
@@ -96,6 +102,11 @@ def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None 
     caller_key = normalise_for_trunk(event.caller, trunk)
     context = card_context(caller_key, now)
     contact = context["contact"]
+    # One cache read: a name an earlier lookup found goes out with the first push.
+    look_up, looked_up = lookups.wanted(caller_key, has_name=contact is not None)
+    if looked_up is not None:
+        context["lookup"] = looked_up
+    caller_name = contact["name"] if contact else (looked_up or {}).get("name", "")
     auto = _auto_decision(event.caller, trunk, now)
     try:
         with priority.urgent(), transaction.atomic():
@@ -110,7 +121,7 @@ def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None 
                 deadline=now + timedelta(seconds=settings.SCREEN_WINDOW_SECONDS),
                 history=history,
                 caller_key=caller_key,
-                caller_name=contact["name"] if contact else "",
+                caller_name=caller_name,
                 context=context,
             )
             events = [
@@ -147,7 +158,8 @@ def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None 
         return Received(existing, created=False)
     if trunk_created:
         log.warning("call %s arrived on unknown trunk %r: created it", event.call_id, trunk.name)
-    return Received(call, created=True, auto_decision=decided)
+    # Calls a rule or policy decided never reach a card: no lookup for them.
+    return Received(call, created=True, auto_decision=decided, look_up=look_up and decided is None)
 
 
 def _log_clipped(event: Event) -> None:

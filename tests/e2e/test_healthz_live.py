@@ -15,7 +15,7 @@ from tests.support.live import make_user, session_for, wait_for
 pytestmark = pytest.mark.live
 
 TOKEN = "monitor-" + "k" * 32
-WORDS_ONLY = {"status", "database", "cache", "channel_layer", "pbx_link"}
+WORDS_ONLY = {"status", "database", "cache", "channel_layer", "pbx_link", "lookups"}
 
 
 def pbx_gone(live: Live) -> str:
@@ -53,6 +53,7 @@ def check(live: Live, callers: dict[str, requests.Session], address: str, detail
             assert set(body) == WORDS_ONLY, (who, body)
             assert body["pbx_link"] == {"state": "down"}, (who, body)
             assert {body[k] for k in ("database", "cache", "channel_layer")} == {"ok"}
+            assert body["lookups"] == "off"  # no CALLER_LOOKUP_URL configured
             assert address not in answer.text, who
             assert address.split(":")[1] not in answer.text, who  # not even the port
 

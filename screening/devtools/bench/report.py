@@ -165,6 +165,29 @@ def format_suite(combined: dict[str, Any]) -> str:
                 )
                 if row["decide_errors"]:
                     lines.append(f"  {row['decide_errors']} decisions failed")
+        if "lookups" in res:
+            lk = res["lookups"]
+            lines += [
+                "",
+                f"external lookups, {lk['operators']} operators, budget {lk['budget_ms']} ms "
+                f"(ms){'samples':>9}{'lost':>6}{'p50':>8}{'p99':>8}{'max':>8}",
+            ]
+            rows = [
+                ("first push, lookups off", lk["off"]["push"]),
+                ("first push, server hangs", lk["hang"]["push"]),
+                ("first push, server answers", lk["answer"]["push"]),
+                (
+                    f"name after push ({lk['answer_delay_ms']} ms server)",
+                    lk["answer"]["name_after_push"],
+                ),
+                ("  the same from the PBX's send", lk["answer"]["name_after_send"]),
+            ]
+            for label, s in rows:
+                lines.append(
+                    f"  {label:<50}{s['count']:>9}{s['lost']:>6}{_ms(s['p50']):>8}"
+                    f"{_ms(s['p99']):>8}{_ms(s['max']):>8}"
+                )
+            lines.append(f"  target for the name: at most {lk['target_ms']} ms after the push")
         if "memory" in res:
             m = res["memory"]
             lines += [

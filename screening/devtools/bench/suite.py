@@ -69,6 +69,9 @@ class SuiteConfig:
     login_flood: int = 40
     timeout: float = 5.0
     log_level: str = "WARNING"
+    # the lookups part (lookups.py): operators, and the answering lookup server's delay
+    lookup_operators: int = 100
+    lookup_delay_ms: int = 200
 
     @property
     def max_operators(self) -> int:
@@ -77,6 +80,8 @@ class SuiteConfig:
             wanted.append(self.decide_operators)
         if "throughput" in self.parts:
             wanted.append(self.throughput_operators)
+        if "lookups" in self.parts:
+            wanted.append(self.lookup_operators)
         return max(wanted)
 
 
@@ -123,7 +128,9 @@ class Deployment:
         return sum(p.rss_kb() for p in self.web)
 
 
-def deploy(config: SuiteConfig, workdir: Path) -> Deployment:
+def deploy(
+    config: SuiteConfig, workdir: Path, extra_env: dict[str, str] | None = None
+) -> Deployment:
     manage = [sys.executable, "manage.py"]
     sim_port = harness.free_port()
     sim = start_proc(
@@ -143,6 +150,7 @@ def deploy(config: SuiteConfig, workdir: Path) -> Deployment:
             "PBX_CLIENT_ID": SIM_ID,
             "PBX_CLIENT_SECRET": SIM_SECRET,
             "PBX_EVENTS": "websocket",
+            **(extra_env or {}),
         }
         if "login" in config.parts:
             # The login flood comes "from many addresses" through X-Forwarded-For, as via nginx.
@@ -324,7 +332,9 @@ class Suite:
                 out["login"] = await loginflood.run(self)
         return out
 
-    async def push(self, n: int, floor_url: str | None) -> dict[str, Any]:
+    async def push(self, n: int, floor_url: str | None, inspect: Any = None) -> dict[str, Any]:
+        """``inspect(clients, call_ids, offered)``, if given, sees the frames before the clients
+        close (``offered``: the simulator's calls, with their send stamps)."""
         cfg = self.config
         print(f"bench: push, {n} operators, {cfg.push_calls} calls", flush=True)
         # The previous size's calls expire (and push) 10 s after they came: not on top of these.
@@ -354,6 +364,8 @@ class Suite:
                     if '"status":"pending"' in text:
                         self.sample_payload = text
                         break
+            if inspect is not None:
+                inspect(clients, ids, offered)
         finally:
             await close_clients(clients)
         sent = {cid: offered[cid]["offered_at"] for cid in ids if cid in offered}
@@ -573,7 +585,31 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
     )
     started = time.time()
     sessions = make_sessions(config.max_operators)
-    deployment = deploy(config, workdir)
+    measured: dict[str, Any] = {}
+    deployment: Deployment | None = None
+    if set(config.parts) - {"lookups"}:
+        deployment = deploy(config, workdir)
+        measured = _run_parts(config, deployment, workdir, sessions)
+    if "lookups" in config.parts:  # three deployments of its own (lookups.py)
+        from screening.devtools.bench import lookups
+
+        measured["lookups"] = lookups.run(config, workdir, sessions)
+    return {
+        "setup": config.setup,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "machine": machine,
+        "fd_limit": list(fd_limit),
+        "processes": deployment.web_command if deployment else measured["lookups"]["processes"],
+        "config": asdict(config),
+        **measured,
+    }
+
+
+def _run_parts(
+    config: SuiteConfig, deployment: Deployment, workdir: Path, sessions: list[str]
+) -> dict[str, Any]:
+    """The parts on one deployment (all but lookups), which this stops at the end."""
     floor: ChildProcess | None = None
     try:
         floor_url = None
@@ -584,7 +620,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         gc.freeze()  # Django and setup objects: never scanned again
         gc.disable()  # see _collect()
         try:
-            measured = asyncio.run(Suite(config, deployment, sessions).run(floor_url))
+            return asyncio.run(Suite(config, deployment, sessions).run(floor_url))
         finally:
             gc.enable()
     except BaseException:
@@ -595,13 +631,3 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         if floor is not None:
             floor.stop()
         deployment.stop()
-    return {
-        "setup": config.setup,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "duration_s": round(time.time() - started, 1),
-        "machine": machine,
-        "fd_limit": list(fd_limit),
-        "processes": deployment.web_command,
-        "config": asdict(config),
-        **measured,
-    }

@@ -35,6 +35,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 WORKER_GRACE_S = 30.0
 PG_URL = "postgresql://postgres@127.0.0.1:5432"
 SUITE_PARTS = ("push", "memory", "decide", "throughput", "login")
+# Parts run only when asked for by name (--parts): each starts deployments of its own.
+EXTRA_PARTS = ("lookups",)
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -95,7 +97,8 @@ class Command(BaseCommand):
         suite.add_argument(
             "--parts",
             default=",".join(SUITE_PARTS),
-            help=f"which parts ({','.join(SUITE_PARTS)})",
+            help=f"which parts ({','.join(SUITE_PARTS)}; also {','.join(EXTRA_PARTS)}: push "
+            "latency with external caller lookups off, hanging, and answering)",
         )
         suite.add_argument("--push-calls", type=int, default=20, help="calls per size (20)")
         suite.add_argument(
@@ -112,6 +115,15 @@ class Command(BaseCommand):
         )
         suite.add_argument(
             "--login-flood", type=int, default=40, help="login: concurrent login POSTs (40)"
+        )
+        suite.add_argument(
+            "--lookup-operators", type=int, default=100, help="lookups: operators (100)"
+        )
+        suite.add_argument(
+            "--lookup-delay-ms",
+            type=int,
+            default=200,
+            help="lookups: how long the answering lookup server waits, ms (200; budget 800)",
         )
         suite.add_argument(
             "--smoke", action="store_true", help="a tiny suite (CI): embedded, a few operators"
@@ -172,8 +184,15 @@ class Command(BaseCommand):
 
         setups = [s.strip() for s in options["setups"].split(",") if s.strip()]
         parts = [p.strip() for p in options["parts"].split(",") if p.strip()]
-        if not set(setups) <= {"embedded", "scaleout"} or not set(parts) <= set(SUITE_PARTS):
-            raise CommandError(f"--setups: embedded,scaleout; --parts: {','.join(SUITE_PARTS)}")
+        if not set(setups) <= {"embedded", "scaleout"} or not set(parts) <= {
+            *SUITE_PARTS,
+            *EXTRA_PARTS,
+        }:
+            raise CommandError(
+                f"--setups: embedded,scaleout; --parts: {','.join(SUITE_PARTS + EXTRA_PARTS)}"
+            )
+        if options["lookup_operators"] < 1 or not 0 <= options["lookup_delay_ms"] < 800:
+            raise CommandError("--lookup-operators must be >= 1, --lookup-delay-ms 0..799")
         suite: dict[str, Any] = {
             "sizes": [int(n) for n in options["sizes"].split(",")],
             "parts": parts,
@@ -183,6 +202,8 @@ class Command(BaseCommand):
             "step_seconds": options["step_seconds"],
             "login_rounds": options["login_rounds"],
             "login_flood": options["login_flood"],
+            "lookup_operators": options["lookup_operators"],
+            "lookup_delay_ms": options["lookup_delay_ms"],
             "log_level": options["server_log_level"],
         }
         if options["smoke"]:
@@ -198,6 +219,7 @@ class Command(BaseCommand):
                 step_seconds=1.0,
                 login_rounds=1,
                 login_flood=4,
+                lookup_operators=3,
             )
         stamp = time.strftime("%Y-%m-%d-%H%M%S")
         json_path = options["json"] or Path(settings.BASE_DIR) / "bench-results" / (
