@@ -87,10 +87,12 @@ def claim_as(
     *,
     rule: Rule | None = None,
     note: str = "",
+    announce: bool = True,
     **detail: Any,
 ) -> Call | None:
     """Claim ``call`` for ``by_kind`` (an operator, a rule, a policy); None if it is not pending
-    or its window is closing. Joins the caller's transaction when there is one (intake)."""
+    or its window is closing. Joins the caller's transaction when there is one (intake).
+    ``announce=False`` skips the push of the claim, for a call no operator has seen yet."""
     now = timezone.now()
     margin = timedelta(seconds=settings.SCREEN_SAFETY_MARGIN_SECONDS)
     endpoint = answers.endpoint_for(decision)
@@ -125,7 +127,8 @@ def claim_as(
                 channel_id=claimed.channel_id,
             ),
         )
-        store.send_call_on_commit(claimed)
+        if announce:
+            store.send_call_on_commit(claimed)
     return claimed
 
 

@@ -214,8 +214,17 @@ def _claim_automatically(call: Call, auto: _Auto, now: datetime) -> tuple[str, s
     detail: dict[str, Any] = {}
     if auto.rule is not None:
         detail = {"rule_id": auto.rule.pk, "rule_name": auto.note}
+    # Not announced: no operator ever saw this call, so the first push it gets is its outcome
+    # (it never shows among the waiting calls, even as "deciding").
     claimed = decisions.claim_as(
-        call, auto.decision, None, auto.by_kind, rule=auto.rule, note=auto.note, **detail
+        call,
+        auto.decision,
+        None,
+        auto.by_kind,
+        rule=auto.rule,
+        note=auto.note,
+        announce=False,
+        **detail,
     )
     if claimed is None:
         # Only when the event sat queued past the last useful moment: let operators see it.

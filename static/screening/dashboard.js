@@ -189,6 +189,12 @@ function applySnapshot(msg) {
 function upsert(call, fromPush) {
   const current = state.calls.get(call.id) || state.recent.find((c) => c.id === call.id);
   if (current && current.version > call.version) return; // an older state arrived late
+  if (call.status === "deciding" && call.decided_by_kind && call.decided_by_kind !== "operator") {
+    // A rule or policy is sending its decision: nobody may act on it, so it is not listed as
+    // waiting; its outcome shows under recent outcomes when the PBX has answered.
+    state.calls.delete(call.id);
+    return;
+  }
   if (OPEN.has(call.status)) {
     const isNew = !current;
     state.calls.set(call.id, call);
