@@ -423,6 +423,8 @@ document.addEventListener("keydown", (event) => {
     if (reasonByKey(REASON_KEYS[event.key])) event.preventDefault();
   } else if (key === "n") {
     if (focusNoteForm()) event.preventDefault();
+  } else if (key === "b" || key === "w") {
+    if (focusFollowUp(key === "b" ? "block" : "allow")) event.preventDefault();
   }
 });
 
@@ -472,6 +474,20 @@ function focusNoteForm() {
   const input = $('form.note-form input[name="text"]', li);
   if (!input || input.closest("[hidden]")) return false;
   input.focus();
+  return true;
+}
+
+// B / W: the follow-up of the outcome in focus, or else of the last call this operator decided:
+// its "Refuse and block" / "Accept and always allow" button gets the focus, so Enter confirms
+// for the duration shown (Shift+Tab reaches the duration first).
+function focusFollowUp(action) {
+  const focused = document.activeElement?.closest("#recent li[data-id]");
+  const mine = state.recent.find((call) => call.decided_by === operatorName && call.caller_key);
+  const li = focused || (mine && recentList.querySelector(`li[data-id="${mine.id}"]`));
+  const details = li && $("details.follow", li);
+  if (!details || details.hidden) return false;
+  details.open = true;
+  $(`button[data-follow="${action}"]`, details).focus();
   return true;
 }
 
