@@ -12,7 +12,16 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Browser, expect
 
-from screening.models import AuditEvent, AuditKind, Call, CallerNote, DecidedBy, Rule
+from screening.models import (
+    AuditEvent,
+    AuditKind,
+    Call,
+    CallerNote,
+    Contact,
+    ContactNumber,
+    DecidedBy,
+    Rule,
+)
 from tests.conftest import Live, LiveFactory
 from tests.support.browser import Operator, log_in_with_cookie, new_operator
 from tests.support.live import make_user, wait_for
@@ -156,17 +165,14 @@ def test_refuse_and_block_keeps_the_next_call_off_every_screen(
     assert (rule.action, rule.created_by.username) == ("refuse", "alice")
     assert rule.source_call_id == call.pk
 
-    # Every card that is ever offered for a decision. (A call a rule decides passes through
-    # the list as "deciding" for a moment, with its buttons off, as it always has.)
+    # Every card that ever shows among the waiting calls, whatever its state.
     for op in (alice, bob):
         op.page.evaluate(
             """() => {
                 window.cardsSeen = [];
                 new MutationObserver(() => {
                     for (const li of document.querySelectorAll("#pending li.call")) {
-                        if (li.dataset.status === "pending") {
-                            window.cardsSeen.push(Number(li.dataset.id));
-                        }
+                        window.cardsSeen.push(Number(li.dataset.id));
                     }
                 }).observe(document.querySelector("#pending"), {
                     childList: true, subtree: true, attributes: true,
@@ -182,3 +188,85 @@ def test_refuse_and_block_keeps_the_next_call_off_every_screen(
     for op in (alice, bob):
         expect(op.outcome(nxt.pk)).to_have_attribute("data-status", "refused")
         assert nxt.pk not in op.page.evaluate("window.cardsSeen")
+
+
+def test_two_operators_decide_with_the_teams_context(
+    memory_live: Live, open_operator: Callable[..., Operator]
+) -> None:
+    """The issue's walk-through: a contact's name on both cards, B refuses with R 1, a note A
+    writes shows on B's next card of the number (with the precedent), and "Refuse and block"
+    keeps the number's next call off both screens."""
+    contact = Contact.objects.create(name="Dana Whitfield", organisation="Acme Couriers")
+    ContactNumber.objects.create(contact=contact, number="+44 7700 900360")
+    alice = open_operator("alice")
+    bob = open_operator("bob", viewport=NARROW)
+
+    first = arrived(memory_live.sim.inject("07700900360", "02079460000", "peer-to-41"))
+    for op in (alice, bob):
+        card = op.card(first.pk)
+        expect(card.locator(".caller-name")).to_have_text("Dana Whitfield")
+        expect(card.locator(".organisation")).to_contain_text("Acme Couriers")
+
+    # Bob refuses with R, then 1: spam.
+    bob.page.keyboard.press("r")
+    expect(bob.outcome(first.pk)).to_have_attribute("data-status", "refused")
+    bob.page.keyboard.press("1")
+    expect(bob.outcome(first.pk).locator(".reason-shown")).to_have_text("Reason: Spam or sales")
+    expect(alice.outcome(first.pk)).to_contain_text("Refused by Bob")
+    wait_for(lambda: Call.objects.get(pk=first.pk).reason == "spam", what="the reason")
+
+    # Alice writes a note on that outcome; Bob's next card of the number shows it.
+    outcome = alice.outcome(first.pk)
+    outcome.get_by_text("Block, allow or add a note").click()
+    outcome.locator('form.note-form input[name="text"]').fill("Sells printer toner; refuse")
+    outcome.get_by_role("button", name="Add note").click()
+    expect(outcome.locator(".memory-status").last).to_contain_text("Note saved")
+    second = arrived(memory_live.sim.inject("07700900360", "02079460000", "peer-to-41"))
+    card = bob.card(second.pk)
+    expect(card.locator(".caller-name")).to_have_text("Dana Whitfield")
+    expect(card.locator(".notes li.note")).to_have_count(1)
+    expect(card.locator(".notes li.note")).to_contain_text("Sells printer toner; refuse")
+    expect(card.locator(".notes li.note")).to_contain_text("Alice")
+    expect(card.locator(".precedent")).to_contain_text("Refused 1 of 1")
+    expect(card.locator(".precedent")).to_contain_text("Bob")
+
+    # Bob refuses again and blocks the number with B, Enter (7 days unless changed).
+    bob.page.keyboard.press("r")
+    expect(bob.outcome(second.pk)).to_have_attribute("data-status", "refused")
+    bob.page.keyboard.press("b")
+    block = bob.outcome(second.pk).locator('button[data-follow="block"]')
+    expect(block).to_be_focused()
+    bob.page.keyboard.press("Enter")
+    expect(bob.outcome(second.pk).locator(".after > .memory-status")).to_contain_text(
+        "Blocked for 7 days"
+    )
+    rule = Rule.objects.get()
+    assert (rule.action, rule.created_by.username, rule.source_call_id) == (
+        "refuse", "bob", second.pk,
+    )  # fmt: skip
+    assert rule.expires_at is not None
+    assert timedelta(days=6, hours=23) < rule.expires_at - timezone.now() <= timedelta(days=7)
+
+    for op in (alice, bob):
+        op.page.evaluate(
+            """() => {
+                window.cardsSeen = [];
+                new MutationObserver(() => {
+                    for (const li of document.querySelectorAll("#pending li.call")) {
+                        window.cardsSeen.push(Number(li.dataset.id));
+                    }
+                }).observe(document.querySelector("#pending"), {
+                    childList: true, subtree: true, attributes: true,
+                });
+            }"""
+        )
+    again = memory_live.sim.inject("07700900360", "02079460000", "peer-to-41")
+    third = wait_for(
+        lambda: Call.objects.filter(pbx_call_id=again["call_id"], status="refused").first(),
+        what="the rule to refuse the third call",
+    )
+    assert (third.decided_by_kind, third.rule_id) == (DecidedBy.RULE, rule.pk)
+    assert memory_live.sim.call(again["call_id"])["outcome"] == "refused"
+    for op in (alice, bob):
+        expect(op.outcome(third.pk)).to_have_attribute("data-status", "refused")
+        assert third.pk not in op.page.evaluate("window.cardsSeen")
