@@ -16,6 +16,7 @@ import contextlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -49,6 +50,8 @@ class LookupServer:
     def __init__(self, port: int = 0, default: Answer = NOT_FOUND) -> None:
         self.default = default
         self.answers: dict[str, Answer] = {}
+        # How a number is answered; the default reads ``answers``, then ``default``.
+        self.answer_for: Callable[[str], Answer] = lambda n: self.answers.get(n, self.default)
         self.hits: list[tuple[str, float]] = []  # (number, time.time()) per request
         self.stopping = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
@@ -90,7 +93,7 @@ class LookupServer:
             def do_GET(self) -> None:
                 number = unquote(self.path.rsplit("/", 1)[-1])
                 server.hits.append((number, time.time()))
-                answer = server.answers.get(number, server.default)
+                answer = server.answer_for(number)
                 if answer.hang:
                     server.stopping.wait()
                     self.close_connection = True
@@ -123,12 +126,7 @@ def main() -> None:
     parser.add_argument("--hang", action="store_true", help="never answer")
     args = parser.parse_args()
     server = LookupServer(args.port)
-
-    class Named(dict[str, Answer]):
-        def get(self, number: str, default: Any = None) -> Answer:  # type: ignore[override]
-            return HANG if args.hang else Answer.name(f"Caller {number}", delay=args.delay)
-
-    server.answers = Named()
+    server.answer_for = lambda n: HANG if args.hang else Answer.name(f"Caller {n}", args.delay)
     server.start()
     print(f"lookup server listening on {server.port}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
