@@ -112,6 +112,7 @@ def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None 
                 caller_key=caller_key,
                 caller_name=contact["name"] if contact else "",
                 context=context,
+                suggestion=(context["suggestion"] or {}).get("decision", ""),
             )
             events = [
                 store.event(
@@ -145,6 +146,8 @@ def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None 
             raise
         store.audit(existing, AuditKind.DUPLICATE, f"Duplicate 30016 via {via} ignored", via=via)
         return Received(existing, created=False)
+    if call.suggestion:
+        log.info("call %s: precedent suggests %s (shown only)", call.pbx_call_id, call.suggestion)
     if trunk_created:
         log.warning("call %s arrived on unknown trunk %r: created it", event.call_id, trunk.name)
     return Received(call, created=True, auto_decision=decided)
