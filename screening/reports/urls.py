@@ -9,6 +9,7 @@ urlpatterns = [
     path("audit/export.csv", views.audit_export, name="audit_export"),
     path("audit/<int:pk>/", views.call_detail, name="call_detail"),
     path("stats/", views.stats, name="stats"),
+    path("review/", views.review, name="review"),
     path("supervisor/", views.supervisor, name="supervisor"),
     path("supervisor/state.json", views.supervisor_state, name="supervisor_state"),
 ]

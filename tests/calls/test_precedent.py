@@ -240,3 +240,29 @@ def test_suggestion_appears_exactly_at_its_thresholds() -> None:
     assert suggested("07700 900004", 6, 2) is None  # 0.7
     assert suggested("07700 900005", 1, 7) == {"decision": "accept", "probability": 0.2}
     assert suggested("07700 900006", 2, 6) is None  # 0.3
+
+
+def test_seeded_history_carries_reasons_notes_and_precedent() -> None:
+    from screening.devtools.seed import seed_history
+    from screening.models import Call, CallerNote
+
+    seed_history(600, days=5, seed=7)
+    refused = Call.objects.filter(
+        status=CallStatus.REFUSED, decided_by_kind=DecidedBy.OPERATOR
+    ).exclude(caller_key="")
+    assert refused.exclude(reason="").exists()
+    assert CallerNote.objects.count() == 4
+    # The precedent of the number people refused most agrees with the call table.
+    key = refused.values_list("caller_key", flat=True).order_by("caller_key").distinct().first()
+    people = Call.objects.filter(
+        caller_key=key,
+        decided_by_kind=DecidedBy.OPERATOR,
+        status__in=[CallStatus.ACCEPTED, CallStatus.REFUSED],
+    )
+    card = precedent.card_summary(key, timezone.now())
+    assert card["decided"] == people.count()
+    assert card["refused"] == people.filter(status=CallStatus.REFUSED).count()
+    assert card["operators"] == people.values("decided_by").distinct().count()
+    latest = people.order_by("-finished_at").first()
+    assert card["last"]["call"] == latest.pk
+    assert card["last"]["reason"] == latest.reason
