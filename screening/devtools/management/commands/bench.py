@@ -35,6 +35,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 WORKER_GRACE_S = 30.0
 PG_URL = "postgresql://postgres@127.0.0.1:5432"
 SUITE_PARTS = ("push", "memory", "decide", "throughput", "login")
+# Run only when asked for (--parts): the card part seeds a million calls first.
+EXTRA_PARTS = ("card", "push_context")
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -95,7 +97,7 @@ class Command(BaseCommand):
         suite.add_argument(
             "--parts",
             default=",".join(SUITE_PARTS),
-            help=f"which parts ({','.join(SUITE_PARTS)})",
+            help=f"which parts ({','.join(SUITE_PARTS)}; also {','.join(EXTRA_PARTS)})",
         )
         suite.add_argument("--push-calls", type=int, default=20, help="calls per size (20)")
         suite.add_argument(
@@ -112,6 +114,21 @@ class Command(BaseCommand):
         )
         suite.add_argument(
             "--login-flood", type=int, default=40, help="login: concurrent login POSTs (40)"
+        )
+        suite.add_argument(
+            "--card-calls",
+            type=int,
+            default=1_000_000,
+            help="card: calls in the table before reading cards (1000000; seeded if fewer)",
+        )
+        suite.add_argument(
+            "--card-reads", type=int, default=2000, help="card: cards read and timed (2000)"
+        )
+        suite.add_argument(
+            "--context-operators",
+            type=int,
+            default=100,
+            help="push_context: operators connected (100)",
         )
         suite.add_argument(
             "--smoke", action="store_true", help="a tiny suite (CI): embedded, a few operators"
@@ -172,8 +189,9 @@ class Command(BaseCommand):
 
         setups = [s.strip() for s in options["setups"].split(",") if s.strip()]
         parts = [p.strip() for p in options["parts"].split(",") if p.strip()]
-        if not set(setups) <= {"embedded", "scaleout"} or not set(parts) <= set(SUITE_PARTS):
-            raise CommandError(f"--setups: embedded,scaleout; --parts: {','.join(SUITE_PARTS)}")
+        allowed = (*SUITE_PARTS, *EXTRA_PARTS)
+        if not set(setups) <= {"embedded", "scaleout"} or not set(parts) <= set(allowed):
+            raise CommandError(f"--setups: embedded,scaleout; --parts: {','.join(allowed)}")
         suite: dict[str, Any] = {
             "sizes": [int(n) for n in options["sizes"].split(",")],
             "parts": parts,
@@ -184,6 +202,9 @@ class Command(BaseCommand):
             "login_rounds": options["login_rounds"],
             "login_flood": options["login_flood"],
             "log_level": options["server_log_level"],
+            "card_calls": options["card_calls"],
+            "card_reads": options["card_reads"],
+            "context_operators": options["context_operators"],
         }
         if options["smoke"]:
             setups = ["embedded"]
