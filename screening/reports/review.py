@@ -279,7 +279,7 @@ class ReviewForm(forms.Form):
 
     kind = forms.ChoiceField(choices=ReviewKind.choices)
     action = forms.ChoiceField(choices=[("approve", "approve"), ("dismiss", "dismiss")])
-    subject = forms.CharField(max_length=32)
+    subject = forms.CharField(max_length=64)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
