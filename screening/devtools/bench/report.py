@@ -182,15 +182,19 @@ def _context_lines(res: dict[str, Any]) -> list[str]:
     """The card's context: reading it (card) and what it costs the push (push_context)."""
     lines: list[str] = []
     if "card" in res:
-        c, t = res["card"], res["card"]["card_context_ms"]
+        c = res["card"]
         lines += [
             "",
             f"card context read, {c['calls']:,} calls, {c.get('precedent_rows', 0):,} numbers "
-            f"with precedent (rebuilt in {c.get('rebuild_s', '-')} s):",
-            f"  {c['reads']} reads ({c['with_precedent']} with precedent, {c['with_notes']} with "
-            f"notes, {c['with_suggestion']} with a suggestion): p50 {_ms2(t['p50'])} "
-            f"p99 {_ms2(t['p99'])} max {_ms2(t['max'])} ms",
+            f"with precedent (rebuilt in {c.get('rebuild_s', '-')} s); {c['reads']} numbers "
+            f"({c['with_precedent']} with precedent, {c['with_notes']} with notes, "
+            f"{c['with_suggestion']} with a suggestion), ms:",
         ]
+        for kind in ("precedent", "notes", "card_context"):
+            t = c[f"{kind}_ms"]
+            lines.append(
+                f"  {kind:<14} p50 {_ms2(t['p50'])} p99 {_ms2(t['p99'])} max {_ms2(t['max'])}"
+            )
     if "push_context" in res:
         r = res["push_context"]
         lines += ["", f"push with and without the card's context, {r['operators']} operators (ms):"]
