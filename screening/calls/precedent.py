@@ -25,6 +25,7 @@ import logging
 import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
@@ -293,7 +294,8 @@ def card_summary(number: str, now: datetime) -> dict[str, Any] | None:
     for name in ("operators", "last"):
         if isinstance(values[name], str | bytes):
             values[name] = json.loads(values[name])
-    return summarise(CallerPrecedent(number=number, **values), now)
+    # The row's values as attributes, without building a model instance (a tenth of a ms).
+    return summarise(SimpleNamespace(**values), now)
 
 
 _SUMMARY_FIELDS = (
@@ -316,7 +318,7 @@ def _summary_sql(vendor: str) -> str:
     return f"SELECT {columns} FROM {sql.table(CallerPrecedent)} WHERE {where} = %s"  # noqa: S608
 
 
-def summarise(row: CallerPrecedent, now: datetime) -> dict[str, Any]:
+def summarise(row: CallerPrecedent | SimpleNamespace, now: datetime) -> dict[str, Any]:
     refuse_w = decay(row.people_refuse_weight, row.as_of, now)
     accept_w = decay(row.people_accept_weight, row.as_of, now)
     weight = refuse_w + accept_w
