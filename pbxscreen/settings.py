@@ -335,6 +335,20 @@ for _backend in CALLER_LOOKUP_BACKENDS:
             f"CALLER_LOOKUP_BACKENDS: {_backend!r} is not a dotted path such as mypkg.crm.lookup"
         )
 
+# --- Precedent, the shadow suggestion and the review queue (docs/precedent.md) ----------------
+# Each decision on a number weighs 1 when made and half as much every half-life.
+PRECEDENT_HALF_LIFE_DAYS = env_float("PRECEDENT_HALF_LIFE_DAYS", 30, minimum=0.01, maximum=36500)
+# The card suggests a decision (shown only, never applied) once people decided the number at least
+# this many times and the smoothed probability of refusal is at least the threshold (refuse) or at
+# most 1 - threshold (accept).
+SUGGEST_MIN_DECISIONS = int(env_float("SUGGEST_MIN_DECISIONS", 5, minimum=1, maximum=100_000))
+SUGGEST_THRESHOLD = env_float("SUGGEST_THRESHOLD", 0.8, minimum=0.5, maximum=1.0)
+# /review/: block suggestions for numbers refused at least K times by at least 2 operators in the
+# last D days; a refusal is questioned when the number then called back N times within an hour.
+REVIEW_MIN_REFUSALS = int(env_float("REVIEW_MIN_REFUSALS", 3, minimum=2, maximum=10_000))
+REVIEW_WINDOW_DAYS = int(env_float("REVIEW_WINDOW_DAYS", 7, minimum=1, maximum=365))
+REVIEW_CALLBACK_COUNT = int(env_float("REVIEW_CALLBACK_COUNT", 3, minimum=1, maximum=1000))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -72,8 +72,11 @@ def notes_for(number: str, now: datetime, limit: int = NOTES_ON_CARD) -> list[di
 def card_context(number: str, now: datetime) -> dict[str, Any]:
     """Everything the database knows about ``number`` (normalised) for a new call's card."""
     contact = contact_for(number)
+    summary = precedent.card_summary(number, now) if number else None
     return {
         "contact": contact,
         "notes": notes_for(number, now),
-        "precedent": precedent.card_summary(number, now) if number else None,
+        "precedent": summary,
+        # Shown only: nothing is decided from it (docs/precedent.md, "The suggestion").
+        "suggestion": precedent.suggestion(summary),
     }

@@ -28,7 +28,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from screening.calls import store
+from screening.calls import precedent, store
 from screening.calls.outcomes import settle_outcome
 from screening.calls.payload import user_name
 from screening.models import AuditKind, Call, CallStatus, DecidedBy, Decision, Rule
@@ -182,6 +182,8 @@ def finish(call: Call, answer: answers.PbxAnswer) -> DecideResult:
             store.event(done, **response),
             store.event(done, answer.status, answer.message, actor=done.decided_by, at=now),
         )
+        # What the team did with this number, for the next call's card (same transaction).
+        precedent.record_decision(done, now)
         if done.pbx_outcome:
             # The PBX's 30011 can overtake its answer to us: confirm it against the final record.
             # Our UPDATE above holds the row lock, so ``done`` is current.

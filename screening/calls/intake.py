@@ -123,6 +123,7 @@ def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None 
                 caller_key=caller_key,
                 caller_name=caller_name,
                 context=context,
+                suggestion=(context["suggestion"] or {}).get("decision", ""),
             )
             events = [
                 store.event(
@@ -156,6 +157,8 @@ def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None 
             raise
         store.audit(existing, AuditKind.DUPLICATE, f"Duplicate 30016 via {via} ignored", via=via)
         return Received(existing, created=False)
+    if call.suggestion:
+        log.info("call %s: precedent suggests %s (shown only)", call.pbx_call_id, call.suggestion)
     if trunk_created:
         log.warning("call %s arrived on unknown trunk %r: created it", event.call_id, trunk.name)
     # Calls a rule or policy decided never reach a card: no lookup for them.

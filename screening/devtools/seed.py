@@ -27,18 +27,23 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group
 from django.db import connection, transaction
-from django.db.models import Model
+from django.db.models import F, Model
+from django.db.models.functions import Mod
 from django.utils import timezone
 
+from screening.calls import precedent
+from screening.calls.numbers import normalise_for_trunk
 from screening.calls.roles import setup_roles
 from screening.models import (
     AuditEvent,
     AuditKind,
     Call,
+    CallerNote,
     CallStatus,
     DecidedBy,
     Decision,
     PbxOutcome,
+    RefusalReason,
     Rule,
     RuleMatch,
     Trunk,
@@ -145,6 +150,7 @@ def seed_history(
         if batch:
             audit_rows += writer.write(batch)
         _record_rule_hits(ctx.rules)
+        _seed_caller_memory(ctx, start, end)
     # The history lands in hours the statistics roll-up may already have finished: redo them all.
     rolled = rollup(since=start).hours if written else 0
     return SeedResult(written, audit_rows, time.monotonic() - started, rolled)
@@ -265,6 +271,48 @@ def _record_rule_hits(rules: list[Rule]) -> None:
         Rule.objects.filter(pk=rule.pk).update(hit_count=calls.count(), last_hit_at=last)
 
 
+# Refusal reasons by call id modulo 20 (a fifth of refusals carry none), and the team's notes
+# on a few of the busiest regular callers.
+_REASON_SLOTS = (
+    (range(0, 10), RefusalReason.SPAM),
+    (range(10, 13), RefusalReason.WRONG_NUMBER),
+    (range(13, 14), RefusalReason.ABUSIVE),
+    (range(14, 16), RefusalReason.OTHER),
+)
+_NOTES = (
+    ("Accounts team at our main supplier: put through.", None),
+    ("Asked us not to call back before 10:00.", None),
+    ("Courier booked for today: accept.", timedelta(days=1)),
+    ("Keeps asking for the old sales line; it moved to the Sales trunk.", None),
+)
+
+
+def _seed_caller_memory(ctx: _Context, start: datetime, end: datetime) -> None:
+    """Reasons on the seeded refusals, a few notes, then every number's precedent from the
+    history (screening.calls.precedent.rebuild), so the demo's cards show what the team did."""
+    refused = Call.objects.filter(
+        received_at__gte=start,
+        received_at__lte=end,
+        status=CallStatus.REFUSED,
+        decided_by_kind=DecidedBy.OPERATOR,
+        reason="",
+    ).annotate(slot=Mod("pk", 20))
+    for slots, reason in _REASON_SLOTS:
+        refused.filter(slot__in=list(slots)).update(reason=reason, reason_at=F("finished_at"))
+    now = timezone.now()
+    for number, (text, lasts) in zip(ctx.regulars[:4], _NOTES, strict=False):
+        CallerNote.objects.get_or_create(
+            number=normalise_for_trunk(number, ctx.trunks[0]),
+            text=text,
+            defaults={
+                "author": ctx.operators[0],
+                "created_at": now - timedelta(days=2),
+                "expires_at": now + lasts if lasts else None,
+            },
+        )
+    precedent.rebuild()
+
+
 # --- One call -------------------------------------------------------------------------------
 
 
@@ -348,6 +396,7 @@ def _one_call(
     else:
         _screened(ctx, call, events, busy)
     _confirm(ctx, call, events)
+    call["caller_key"] = normalise_for_trunk(call["caller"], trunk)
     return call, events
 
 

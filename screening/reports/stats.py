@@ -613,3 +613,47 @@ def _finish_operators(
             if hour in hours and trunk_id in visible:
                 op.offered_while_active += values[0]
                 op.expired_while_active += values[3]
+
+
+# --- The shadow suggestion ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How often people decided as the card's suggestion said (screening.calls.precedent), over
+    the period's calls an operator decided that had a suggestion."""
+
+    suggested: int  # operator-decided calls that carried a suggestion
+    agreed: int
+    refuse_suggested: int
+    refuse_agreed: int
+    accept_suggested: int
+    accept_agreed: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.agreed / self.suggested if self.suggested else None
+
+
+def suggestion_agreement(period: Period) -> Agreement:
+    """One aggregate over the period's operator decisions (``received_at`` index)."""
+    calls = (
+        Call.objects.filter(
+            received_at__gte=period.start,
+            received_at__lt=period.end,
+            decided_by_kind=DecidedBy.OPERATOR,
+        )
+        .exclude(decision="")
+        .exclude(suggestion="")
+    )
+    agreed = Q(decision=F("suggestion"))
+    refuse, accept = Q(suggestion="refuse"), Q(suggestion="accept")
+    totals = calls.aggregate(
+        suggested=Count(ROW),
+        agreed=Count(ROW, filter=agreed),
+        refuse_suggested=Count(ROW, filter=refuse),
+        refuse_agreed=Count(ROW, filter=refuse & agreed),
+        accept_suggested=Count(ROW, filter=accept),
+        accept_agreed=Count(ROW, filter=accept & agreed),
+    )
+    return Agreement(**totals)

@@ -10,6 +10,7 @@ urlpatterns = [
     path("audit/<int:pk>/", views.call_detail, name="call_detail"),
     path("audit/<int:pk>/notes", views.call_note, name="call_note"),
     path("stats/", views.stats, name="stats"),
+    path("review/", views.review, name="review"),
     path("supervisor/", views.supervisor, name="supervisor"),
     path("supervisor/state.json", views.supervisor_state, name="supervisor_state"),
 ]

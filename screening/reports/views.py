@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.handlers.asgi import ASGIRequest
 from django.http import (
@@ -20,15 +21,16 @@ from django.http import (
     QueryDict,
     StreamingHttpResponse,
 )
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from screening.calls import notes
 from screening.calls.memory import ActionError
 from screening.models import Call
 from screening.reports import audit, charts, export, live, timeline
+from screening.reports import review as review_queue
 from screening.reports import stats as stats_module
 from screening.reports.params import bad_request, takes_query
 
@@ -252,6 +254,7 @@ def stats(request: HttpRequest) -> HttpResponse:
             "operator_chart": operator_chart,
             "legend": SERIES_COLOURS.values(),
             "presets": _presets(),
+            "agreement": stats_module.suggestion_agreement(period),
         },
     )
 
@@ -277,6 +280,38 @@ def supervisor(request: HttpRequest) -> HttpResponse:
             "state": live.state(),
             "refresh_seconds": 3,
             "margin_ms": settings.SCREEN_SAFETY_MARGIN_SECONDS * 1000,
+        },
+    )
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+@login_required
+@permission_required(VIEW_AUDIT, raise_exception=True)
+def review(request: HttpRequest) -> HttpResponse:
+    """The review queue; a POST approves or dismisses one item, then back to the page."""
+    now = timezone.now()
+    if request.method == "POST":
+        form = review_queue.ReviewForm(request.POST)
+        if not form.is_valid():
+            return bad_request(form)
+        try:
+            done = review_queue.act(form.cleaned_data, request.user, now)
+        except review_queue.NotInQueue as exc:
+            messages.warning(request, str(exc))
+        else:
+            messages.success(request, review_queue.describe(done))
+        return redirect("review")
+    return render(
+        request,
+        "screening/review.html",
+        {
+            "blocks": review_queue.block_suggestions(now),
+            "wrong": review_queue.wrong_refusals(now),
+            "rules": review_queue.rules_to_review(now),
+            "history": review_queue.history(),
+            "min_refusals": settings.REVIEW_MIN_REFUSALS,
+            "window_days": settings.REVIEW_WINDOW_DAYS,
+            "callbacks": settings.REVIEW_CALLBACK_COUNT,
         },
     )
 

@@ -121,6 +121,7 @@ def format_suite(combined: dict[str, Any]) -> str:
                         f"{'  floor (raw websockets)':<28}{n:>6}{f['count']:>9}{f['lost']:>6}"
                         f"{_ms(f['p50']):>8}{_ms(f['p99']):>8}{_ms(f['max']):>8}"
                     )
+        lines += _context_lines(res)
         if "decide" in res:
             lines += ["", f"{'decide (ms)':<44}{'count':>7}{'lost':>6}{'p50':>8}{'p99':>8}"]
             for k, row in res["decide"].items():
@@ -198,3 +199,37 @@ def format_suite(combined: dict[str, Any]) -> str:
                 f"(total/N {m['total_per_connection_kb']:.1f} KB)",
             ]
     return "\n".join(lines)
+
+
+def _context_lines(res: dict[str, Any]) -> list[str]:
+    """The card's context: reading it (card) and what it costs the push (push_context)."""
+    lines: list[str] = []
+    if "card" in res:
+        c = res["card"]
+        lines += [
+            "",
+            f"card context read, {c['calls']:,} calls, {c.get('precedent_rows', 0):,} numbers "
+            f"with precedent (rebuilt in {c.get('rebuild_s', '-')} s); {c['reads']} numbers "
+            f"({c['with_precedent']} with precedent, {c['with_notes']} with notes, "
+            f"{c['with_suggestion']} with a suggestion), ms:",
+        ]
+        for kind in ("precedent", "notes", "card_context"):
+            t = c[f"{kind}_ms"]
+            lines.append(
+                f"  {kind:<14} p50 {_ms2(t['p50'])} p99 {_ms2(t['p99'])} max {_ms2(t['max'])}"
+            )
+    if "push_context" in res:
+        r = res["push_context"]
+        lines += ["", f"push with and without the card's context, {r['operators']} operators (ms):"]
+        for variant in ("plain", "context"):
+            v = r[variant]
+            lines.append(
+                f"  {variant:<8} p50 {_ms(v['p50'])} p99 {_ms(v['p99'])} max {_ms(v['max'])} "
+                f"lost {v['lost']}"
+            )
+        lines.append(f"  context / plain: p50 {r['ratio_p50']}, p99 {r['ratio_p99']}")
+    return lines
+
+
+def _ms2(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}"

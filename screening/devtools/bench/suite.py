@@ -72,6 +72,10 @@ class SuiteConfig:
     # the lookups part (lookups.py): operators, and the answering lookup server's delay
     lookup_operators: int = 100
     lookup_delay_ms: int = 200
+    # card, push_context (screening/devtools/bench/card.py)
+    card_calls: int = 1_000_000
+    card_reads: int = 2000
+    context_operators: int = 100
 
     @property
     def max_operators(self) -> int:
@@ -82,7 +86,15 @@ class SuiteConfig:
             wanted.append(self.throughput_operators)
         if "lookups" in self.parts:
             wanted.append(self.lookup_operators)
+        if "push_context" in self.parts:
+            wanted.append(self.context_operators)
         return max(wanted)
+
+    @property
+    def needs_server(self) -> bool:
+        """Whether a part runs on the suite's own deployment (card reads the database directly;
+        lookups starts deployments of its own)."""
+        return bool(set(self.parts) - {"card", "lookups"})
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -286,10 +298,17 @@ class Suite:
         self.sample_payload = ""
         self.injected = 0
         self.quiet_at = 0.0  # monotonic time when the push calls made so far have all expired
+        self.callers: list[str] = []  # when set, calls come from these numbers (push_context)
+        self.context_callers: list[str] = []
 
     async def inject(self) -> str:
         self.injected += 1
-        body = {"from": f"07700{self.injected:06d}", "to": CALLED, "trunk_name": TRUNK}
+        caller = (
+            self.callers[self.injected % len(self.callers)]
+            if self.callers
+            else f"07700{self.injected:06d}"
+        )
+        body = {"from": caller, "to": CALLED, "trunk_name": TRUNK}
         async with self.http.post(f"{self.dep.sim_url}/_sim/calls", json=body) as response:
             response.raise_for_status()
             return str((await response.json())["call_id"])
@@ -318,6 +337,9 @@ class Suite:
                 for n in self.config.sizes:
                     out["push"][str(n)] = await self.push(n, floor_url)
                     _collect()
+            if "push_context" in self.config.parts:
+                out["push_context"] = await self.push_context(self.config.context_operators)
+                _collect()
             if "decide" in self.config.parts:
                 out["decide"] = {}
                 for k in self.config.decide_concurrency:
@@ -383,6 +405,29 @@ class Suite:
             fp99, pp99 = result["floor"]["p99"], result["product"]["p99"]
             result["ratio_p99"] = round(pp99 / fp99, 2) if fp99 and pp99 is not None else None
         return result
+
+    async def push_context(self, n: int) -> dict[str, Any]:
+        """The push part without and with a full card (contact, notes, precedent), alternating
+        twice so drift on a shared machine falls on both."""
+        runs: dict[str, list[dict[str, Any]]] = {"plain": [], "context": []}
+        for variant in ("plain", "context", "plain", "context"):
+            print(f"bench: push_context, {n} operators, {variant}", flush=True)
+            self.callers = self.context_callers if variant == "context" else []
+            result = await self.push(n, None)
+            runs[variant].append(result["product"])
+            _collect()
+        self.callers = []
+        out: dict[str, Any] = {"operators": n, "runs": runs}
+        for variant, results in runs.items():
+            out[variant] = {
+                key: _median([r[key] for r in results if r.get(key) is not None])
+                for key in ("p50", "p99", "max")
+            }
+            out[variant]["lost"] = sum(r.get("lost", 0) for r in results)
+        for key in ("p50", "p99"):
+            plain, ctx = out["plain"][key], out["context"][key]
+            out[f"ratio_{key}"] = round(ctx / plain, 3) if plain and ctx is not None else None
+        return out
 
     async def floor(self, n: int, floor_url: str) -> dict[str, Any]:
         payload = self.sample_payload or json.dumps({"type": "call", "call": {}})
@@ -558,6 +603,14 @@ class Suite:
         return {"operators": n, "step_seconds": cfg.step_seconds, "max_rate": best, "steps": steps}
 
 
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def _collect() -> None:
     """Collect between measurements, never during them: the N clients' frames are many objects,
     and a full collection in the middle would stall every client's stamps (gc is off meanwhile)."""
@@ -586,30 +639,46 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
     sessions = make_sessions(config.max_operators)
     measured: dict[str, Any] = {}
-    deployment: Deployment | None = None
-    if set(config.parts) - {"lookups"}:
+    processes = "no server (card only)"
+    if "card" in config.parts:
+        from screening.devtools.bench import card
+
+        measured["card"] = card.measure_card(config.card_calls, config.card_reads)
+    if config.needs_server:
+        context_callers: list[str] = []
+        if "push_context" in config.parts:
+            from screening.devtools.bench import card
+
+            context_callers = card.context_callers(config.push_calls)
         deployment = deploy(config, workdir)
-        measured = _run_parts(config, deployment, workdir, sessions)
+        processes = deployment.web_command
+        measured.update(_run_parts(config, deployment, workdir, sessions, context_callers))
     if "lookups" in config.parts:  # three deployments of its own (lookups.py)
         from screening.devtools.bench import lookups
 
         measured["lookups"] = lookups.run(config, workdir, sessions)
+        if not config.needs_server:
+            processes = measured["lookups"]["processes"]
     return {
         "setup": config.setup,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "duration_s": round(time.time() - started, 1),
         "machine": machine,
         "fd_limit": list(fd_limit),
-        "processes": deployment.web_command if deployment else measured["lookups"]["processes"],
+        "processes": processes,
         "config": asdict(config),
         **measured,
     }
 
 
 def _run_parts(
-    config: SuiteConfig, deployment: Deployment, workdir: Path, sessions: list[str]
+    config: SuiteConfig,
+    deployment: Deployment,
+    workdir: Path,
+    sessions: list[str],
+    context_callers: list[str],
 ) -> dict[str, Any]:
-    """The parts on one deployment (all but lookups), which this stops at the end."""
+    """The parts on the suite's deployment (all but card and lookups), which this stops."""
     floor: ChildProcess | None = None
     try:
         floor_url = None
@@ -620,7 +689,9 @@ def _run_parts(
         gc.freeze()  # Django and setup objects: never scanned again
         gc.disable()  # see _collect()
         try:
-            return asyncio.run(Suite(config, deployment, sessions).run(floor_url))
+            suite = Suite(config, deployment, sessions)
+            suite.context_callers = context_callers
+            return asyncio.run(suite.run(floor_url))
         finally:
             gc.enable()
     except BaseException:

@@ -35,8 +35,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 WORKER_GRACE_S = 30.0
 PG_URL = "postgresql://postgres@127.0.0.1:5432"
 SUITE_PARTS = ("push", "memory", "decide", "throughput", "login")
-# Parts run only when asked for by name (--parts): each starts deployments of its own.
-EXTRA_PARTS = ("lookups",)
+# Run only when asked for by name (--parts): lookups starts three deployments of its own, card
+# seeds a million calls first, push_context repeats the push part with full cards.
+EXTRA_PARTS = ("lookups", "card", "push_context")
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -98,7 +99,8 @@ class Command(BaseCommand):
             "--parts",
             default=",".join(SUITE_PARTS),
             help=f"which parts ({','.join(SUITE_PARTS)}; also {','.join(EXTRA_PARTS)}: push "
-            "latency with external caller lookups off, hanging, and answering)",
+            "latency with external caller lookups off, hanging and answering; card reads at a "
+            "million calls; the push with and without the card's context)",
         )
         suite.add_argument("--push-calls", type=int, default=20, help="calls per size (20)")
         suite.add_argument(
@@ -124,6 +126,21 @@ class Command(BaseCommand):
             type=int,
             default=200,
             help="lookups: how long the answering lookup server waits, ms (200; budget 800)",
+        )
+        suite.add_argument(
+            "--card-calls",
+            type=int,
+            default=1_000_000,
+            help="card: calls in the table before reading cards (1000000; seeded if fewer)",
+        )
+        suite.add_argument(
+            "--card-reads", type=int, default=2000, help="card: cards read and timed (2000)"
+        )
+        suite.add_argument(
+            "--context-operators",
+            type=int,
+            default=100,
+            help="push_context: operators connected (100)",
         )
         suite.add_argument(
             "--smoke", action="store_true", help="a tiny suite (CI): embedded, a few operators"
@@ -184,13 +201,9 @@ class Command(BaseCommand):
 
         setups = [s.strip() for s in options["setups"].split(",") if s.strip()]
         parts = [p.strip() for p in options["parts"].split(",") if p.strip()]
-        if not set(setups) <= {"embedded", "scaleout"} or not set(parts) <= {
-            *SUITE_PARTS,
-            *EXTRA_PARTS,
-        }:
-            raise CommandError(
-                f"--setups: embedded,scaleout; --parts: {','.join(SUITE_PARTS + EXTRA_PARTS)}"
-            )
+        allowed = (*SUITE_PARTS, *EXTRA_PARTS)
+        if not set(setups) <= {"embedded", "scaleout"} or not set(parts) <= set(allowed):
+            raise CommandError(f"--setups: embedded,scaleout; --parts: {','.join(allowed)}")
         if options["lookup_operators"] < 1 or not 0 <= options["lookup_delay_ms"] < 800:
             raise CommandError("--lookup-operators must be >= 1, --lookup-delay-ms 0..799")
         suite: dict[str, Any] = {
@@ -205,6 +218,9 @@ class Command(BaseCommand):
             "lookup_operators": options["lookup_operators"],
             "lookup_delay_ms": options["lookup_delay_ms"],
             "log_level": options["server_log_level"],
+            "card_calls": options["card_calls"],
+            "card_reads": options["card_reads"],
+            "context_operators": options["context_operators"],
         }
         if options["smoke"]:
             setups = ["embedded"]
