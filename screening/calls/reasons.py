@@ -19,7 +19,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from screening.calls import store
+from screening.calls import precedent, store
 from screening.calls.access import may_decide
 from screening.calls.memory import REASONS, ActionError, optional_text, reason_field
 from screening.calls.payload import REASON_EDIT_WINDOW, reason_editable_until, user_name
@@ -94,5 +94,6 @@ def _write(
             note=note,
             previous=before,
         )
+        precedent.reason_recorded(updated)  # the card's "last: spam, by …" of the next call
         store.send_call_on_commit(updated)
     return updated

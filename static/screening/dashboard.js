@@ -371,6 +371,9 @@ async function decide(id, action) {
   if (!call || !actionable(call)) return;
   state.sending.add(id);
   state.errors.delete(id);
+  // 1-4 pressed while the refusal is still on its way wait for it (see reasonByKey).
+  let settle = () => {};
+  if (action === "refuse") armReasonKeys(id, new Promise((resolve) => { settle = resolve; }));
   render();
   try {
     const response = await fetch(`/calls/${id}/${action}`, {
@@ -386,6 +389,7 @@ async function decide(id, action) {
     }
     if (body && body.call) upsert(body.call, false);
     if (response.ok && action === "refuse") armReasonKeys(id);
+    settle(response.ok);
     if (!response.ok) {
       const message = (body && body.error) || `The server answered ${response.status}.`;
       state.errors.set(id, message);
@@ -394,6 +398,7 @@ async function decide(id, action) {
   } catch {
     state.errors.set(id, "Could not reach pbxscreen; the decision was not sent.");
   } finally {
+    settle(false); // no-op when already settled
     state.sending.delete(id);
     render();
   }
@@ -441,13 +446,14 @@ const REASON_KEY_MS = 5000;
 const operatorName = JSON.parse($("#operator-name")?.textContent || '""');
 const afterTemplate = $("#after-template");
 const memory = {
-  armed: null, // {id, until}: the call the 1-4 keys give a reason to, until (performance.now)
+  armed: null, // {id, until, sent}: the call the 1-4 keys give a reason to, until (performance.now)
   notices: new Map(), // id -> what the last reason/note/follow-up request said
 };
 state.memory = memory;
 
-function armReasonKeys(id) {
-  memory.armed = { id, until: performance.now() + REASON_KEY_MS };
+// ``sent``: while our refusal is still on its way, a promise of whether it went through.
+function armReasonKeys(id, sent = null) {
+  memory.armed = { id, until: performance.now() + REASON_KEY_MS, sent };
 }
 
 function reasonTarget() {
@@ -460,8 +466,14 @@ function reasonTarget() {
 function reasonByKey(reason) {
   const id = reasonTarget();
   if (id === null) return false;
-  armReasonKeys(id); // a second key within the window corrects the first
-  postMemory(id, "reason", { reason });
+  const sent = memory.armed?.id === id ? memory.armed.sent : null;
+  armReasonKeys(id, sent); // a second key within the window corrects the first
+  if (sent) {
+    // Pressed before the refusal's answer came back: give the reason once it has.
+    sent.then((ok) => ok && postMemory(id, "reason", { reason }));
+  } else {
+    postMemory(id, "reason", { reason });
+  }
   return true;
 }
 
