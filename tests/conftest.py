@@ -75,6 +75,29 @@ def pbx_sim() -> Iterator[SimulatorThread]:
         yield sim
 
 
+@pytest.fixture
+def pbx(pbx_sim: SimulatorThread, settings: Any) -> SimulatorThread:
+    """``pbx_sim``, with this process's PBX settings pointing at it (for the admin's actions,
+    the sync commands and anything else that builds its own PbxClient)."""
+    settings.PBX_BASE_URL = pbx_sim.base_url
+    settings.PBX_CLIENT_ID = pbx_sim.client_id
+    settings.PBX_CLIENT_SECRET = pbx_sim.client_secret
+    return pbx_sim
+
+
+@pytest.fixture
+def admin_web() -> Client:
+    """A test client logged in as a superuser, for the Django admin."""
+    client = Client()
+    client.force_login(make_user("root", group=None, is_staff=True, is_superuser=True))
+    return client
+
+
+def messages_of(response: Any) -> list[str]:
+    """The Django messages a response's page shows, as "level: text"."""
+    return [f"{m.level_tag}: {m}" for m in response.context["messages"]]
+
+
 @dataclass
 class Live:
     sim: SimulatorThread

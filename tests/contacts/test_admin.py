@@ -15,7 +15,8 @@ from screening.models import Contact, ContactSource, Rule, RuleMatch
 from screening.pbx.blocklist import LIST_NAME
 from screening.simulator import SimulatorThread
 from screening.simulator.directory import MAX_BLOCK_NUMBERS
-from tests.support.live import free_port, make_user
+from tests.conftest import messages_of
+from tests.support.live import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -23,33 +24,14 @@ CONTACTS = "/admin/screening/contact/"
 RULES = "/admin/screening/rule/"
 
 
-@pytest.fixture
-def web() -> Client:
-    client = Client()
-    client.force_login(make_user("root", group=None, is_staff=True, is_superuser=True))
-    return client
-
-
-@pytest.fixture
-def pbx(pbx_sim: SimulatorThread, settings: SettingsWrapper) -> SimulatorThread:
-    settings.PBX_BASE_URL = pbx_sim.base_url
-    settings.PBX_CLIENT_ID = pbx_sim.client_id
-    settings.PBX_CLIENT_SECRET = pbx_sim.client_secret
-    return pbx_sim
-
-
-def messages_of(response: Any) -> list[str]:
-    return [f"{m.level_tag}: {m}" for m in response.context["messages"]]
-
-
-def found(web: Client, query: str) -> list[str]:
-    response = web.get(CONTACTS, {"q": query})
+def found(admin_web: Client, query: str) -> list[str]:
+    response = admin_web.get(CONTACTS, {"q": query})
     assert response.status_code == 200
     return sorted(c.name for c in response.context["cl"].result_list)
 
 
-def test_admin_adds_a_manual_contact_with_numbers(web: Client) -> None:
-    response = web.post(
+def test_admin_adds_a_manual_contact_with_numbers(admin_web: Client) -> None:
+    response = admin_web.post(
         f"{CONTACTS}add/",
         {
             "name": "Jane Doe",
@@ -70,28 +52,28 @@ def test_admin_adds_a_manual_contact_with_numbers(web: Client) -> None:
         ("447700900123", "mobile"),
         ("442079460001", ""),
     ]
-    page = web.get(CONTACTS).content.decode()
+    page = admin_web.get(CONTACTS).content.decode()
     assert "+44 7700 900123, 020 7946 0001" in page
     assert "Entered by hand" in page
 
 
-def test_search_by_name_organisation_and_number_in_any_format(web: Client) -> None:
+def test_search_by_name_organisation_and_number_in_any_format(admin_web: Client) -> None:
     jane = Contact.objects.create(name="Jane Doe", organisation="Acme")
     jane.numbers.create(number="07700 900123")
     bob = Contact.objects.create(name="Bob Roe", organisation="Zeta", source="pbx")
     bob.numbers.create(number="+44 20 7946 0001")
     bob.numbers.create(number="020 7946 0002")  # two numbers: still one row in the results
-    assert found(web, "jane") == ["Jane Doe"]
-    assert found(web, "zeta") == ["Bob Roe"]
+    assert found(admin_web, "jane") == ["Jane Doe"]
+    assert found(admin_web, "zeta") == ["Bob Roe"]
     for typed in ("+44 7700 900123", "07700900123", "0044 7700 900 123", "447700900123"):
-        assert found(web, typed) == ["Jane Doe"], typed
+        assert found(admin_web, typed) == ["Jane Doe"], typed
     for typed in ("020 7946 0001", "+442079460001", "(020) 7946-0001"):
-        assert found(web, typed) == ["Bob Roe"], typed
-    assert found(web, "7946 000") == ["Bob Roe"]  # part of a number
-    assert found(web, "020 7946") == ["Bob Roe"]
-    assert found(web, "0161 496 0000") == []
-    assert found(web, "\u2603 nothing") == []
-    assert web.get(CONTACTS, {"q": "x\x00"}).status_code in {200, 302}
+        assert found(admin_web, typed) == ["Bob Roe"], typed
+    assert found(admin_web, "7946 000") == ["Bob Roe"]  # part of a number
+    assert found(admin_web, "020 7946") == ["Bob Roe"]
+    assert found(admin_web, "0161 496 0000") == []
+    assert found(admin_web, "\u2603 nothing") == []
+    assert admin_web.get(CONTACTS, {"q": "x\x00"}).status_code in {200, 302}
 
 
 def rule(pattern: str, **fields: Any) -> Rule:
@@ -101,20 +83,20 @@ def rule(pattern: str, **fields: Any) -> Rule:
     return made
 
 
-def push(web: Client, rules: list[Rule]) -> list[str]:
+def push(admin_web: Client, rules: list[Rule]) -> list[str]:
     data = {
         "action": "push_to_pbx_block_list",
         "index": 0,
         "_selected_action": [r.pk for r in rules],
     }
-    response = web.post(RULES, data, follow=True)
+    response = admin_web.post(RULES, data, follow=True)
     assert response.status_code == 200
     return messages_of(response)
 
 
-def test_push_creates_then_merges_one_product_list(web: Client, pbx: SimulatorThread) -> None:
+def test_push_creates_then_merges_one_product_list(admin_web: Client, pbx: SimulatorThread) -> None:
     first = rule("+44 7700 900 111")
-    said = push(web, [first])
+    said = push(admin_web, [first])
     assert said == [
         f"success: PBX block list {LIST_NAME!r} created (1 numbers on it): +44 7700 900 111"
     ]
@@ -131,7 +113,7 @@ def test_push_creates_then_merges_one_product_list(web: Client, pbx: SimulatorTh
     prefix = rule("+44 1632", match=RuleMatch.PREFIX)
     expiring = rule("020 7946 0444", expires_at=timezone.now() + timedelta(days=1))
     disabled = rule("020 7946 0555", enabled=False)
-    said = push(web, [first, second, allow, prefix, expiring, disabled])
+    said = push(admin_web, [first, second, allow, prefix, expiring, disabled])
     assert said == [
         f"success: PBX block list {LIST_NAME!r} updated (3 numbers on it): "
         "+44 7700 900 111, 020 7946 0222",
@@ -146,11 +128,11 @@ def test_push_creates_then_merges_one_product_list(web: Client, pbx: SimulatorTh
 
 
 def test_pbx_refusals_and_outages_are_admin_errors(
-    web: Client, pbx: SimulatorThread, settings: SettingsWrapper
+    admin_web: Client, pbx: SimulatorThread, settings: SettingsWrapper
 ) -> None:
     # A full list: the PBX answers an errcode; the admin sees it and nothing is marked pushed.
     many = [rule(f"07700 9{i:05d}") for i in range(MAX_BLOCK_NUMBERS + 1)]
-    said = push(web, many)
+    said = push(admin_web, many)
     assert len(said) == 1
     assert said[0].startswith("error: The PBX did not take the block list: block_numbers/create")
     assert "60002" in said[0]
@@ -159,26 +141,28 @@ def test_pbx_refusals_and_outages_are_admin_errors(
 
     one = many[:1]
     pbx.set_faults(http_500_rate=1.0)
-    assert push(web, one) == [
+    assert push(admin_web, one) == [
         "error: The PBX did not take the block list: block_numbers/list: HTTP 500"
     ]
     pbx.set_faults(http_500_rate=0.0, non_json_rate=1.0)
-    assert push(web, one) == [
+    assert push(admin_web, one) == [
         "error: The PBX did not take the block list: block_numbers/list: answer is not JSON"
     ]
     pbx.set_faults(non_json_rate=0.0)
     settings.PBX_BASE_URL = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    said = push(web, one)
+    said = push(admin_web, one)
     assert len(said) == 1
     assert said[0].startswith("error: The PBX did not take the block list: ")
     settings.PBX_BASE_URL = ""
-    assert push(web, one) == ["error: The PBX did not take the block list: PBX_BASE_URL not set"]
+    assert push(admin_web, one) == [
+        "error: The PBX did not take the block list: PBX_BASE_URL not set"
+    ]
     assert not Rule.objects.filter(pbx_blocked_at__isnull=False).exists()
 
 
 def test_only_non_qualifying_rules_selected_asks_nothing_of_the_pbx(
-    web: Client, pbx: SimulatorThread
+    admin_web: Client, pbx: SimulatorThread
 ) -> None:
     allow = rule("020 7946 0333", action="accept")
-    assert push(web, [allow]) == ["warning: Not pushed: 020 7946 0333: not a refuse rule"]
+    assert push(admin_web, [allow]) == ["warning: Not pushed: 020 7946 0333: not a refuse rule"]
     assert pbx.log("block_numbers/list") == []

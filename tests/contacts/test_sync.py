@@ -24,14 +24,6 @@ from tests.support.cluster import require_scaleout, start_cluster
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def pbx(pbx_sim: SimulatorThread, settings: SettingsWrapper) -> SimulatorThread:
-    settings.PBX_BASE_URL = pbx_sim.base_url
-    settings.PBX_CLIENT_ID = pbx_sim.client_id
-    settings.PBX_CLIENT_SECRET = pbx_sim.client_secret
-    return pbx_sim
-
-
 def run_sync() -> str:
     out = io.StringIO()
     call_command("sync_contacts", stdout=out)
@@ -218,7 +210,7 @@ def test_server_sweeper_syncs_from_the_pbx(live_factory: LiveFactory) -> None:
 @pytest.mark.live
 @pytest.mark.scaleout
 def test_one_process_of_a_cluster_syncs(transactional_db: None, tmp_path: Path) -> None:
-    """Two web processes and the listener, each with its sweeper, on PostgreSQL + Redis: the
+    """Two admin_web processes and the listener, each with its sweeper, on PostgreSQL + Redis: the
     cache lock lets exactly one of them read the PBX's contacts."""
     require_scaleout()
     cluster = start_cluster(tmp_path, web=2, CONTACT_SYNC_MINUTES="1")

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
-from tests.support.browser import launch, require_chromium
+from tests.conftest import Live, LiveFactory
+from tests.support.browser import (
+    Operator,
+    launch,
+    log_in_with_cookie,
+    new_operator,
+    require_chromium,
+)
+from tests.support.live import make_user
+
+OperatorFactory = Callable[..., Operator]
 
 
 @pytest.fixture(scope="module")
@@ -32,3 +43,34 @@ def _orm_beside_playwright(request: pytest.FixtureRequest, monkeypatch: pytest.M
     their checks (``start_live`` in test_browser.py)."""
     if request.node.get_closest_marker("browser"):
         monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture
+def operators(browser: Browser, live_factory: LiveFactory) -> Iterator[OperatorFactory]:
+    """Opens a fresh browser context per operator; closes them (before the server stops) and
+    checks that no page threw a JavaScript error, logged a console error or got an HTTP error."""
+    opened: list[Operator] = []
+
+    def open_operator(live: Live, name: str, **kwargs: Any) -> Operator:
+        operator = new_operator(browser, live.server, name, **kwargs)
+        opened.append(operator)
+        return operator
+
+    yield open_operator
+    errors = [f"{op.name}: {error}" for op in opened for error in op.errors]
+    for operator in opened:
+        operator.context.close()
+    assert not errors, "\n".join(errors)
+
+
+@pytest.fixture
+def logged_in_operator(operators: OperatorFactory) -> OperatorFactory:
+    """``operators``, for a new user ``username`` (first name: the username, capitalised) whose
+    dashboard is open and logged in: ``logged_in_operator(live, "alice", viewport=...)``."""
+
+    def open_operator(live: Live, username: str, **kwargs: Any) -> Operator:
+        operator = operators(live, username, **kwargs)
+        log_in_with_cookie(operator, make_user(username, first_name=username.title()))
+        return operator
+
+    return open_operator

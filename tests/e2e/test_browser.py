@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import expect
 
 from screening.models import Call
 from tests.conftest import TEST_WINDOW, Live, LiveFactory
@@ -18,7 +18,6 @@ from tests.support.browser import (
     Operator,
     log_in_with_cookie,
     log_in_with_form,
-    new_operator,
 )
 from tests.support.live import make_user, wait_for
 
@@ -39,24 +38,6 @@ def start_live(live_factory: LiveFactory) -> LiveFactory:
         return live_factory(window, **{"DJANGO_ALLOW_ASYNC_UNSAFE": "", **env})
 
     return start
-
-
-@pytest.fixture
-def operators(browser: Browser, live_factory: LiveFactory) -> Iterator[OperatorFactory]:
-    """Opens a fresh browser context per operator; closes them (before the server stops) and
-    checks that no page threw a JavaScript error, logged a console error or got an HTTP error."""
-    opened: list[Operator] = []
-
-    def open_operator(live: Live, name: str, **kwargs: Any) -> Operator:
-        operator = new_operator(browser, live.server, name, **kwargs)
-        opened.append(operator)
-        return operator
-
-    yield open_operator
-    errors = [f"{op.name}: {error}" for op in opened for error in op.errors]
-    for operator in opened:
-        operator.context.close()
-    assert not errors, "\n".join(errors)
 
 
 def arrived(sent: dict[str, Any]) -> Call:

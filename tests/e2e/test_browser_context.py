@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -29,7 +29,7 @@ from screening.models import (
     Trunk,
 )
 from tests.conftest import Live, LiveFactory
-from tests.support.browser import TIMEOUT_MS, Operator, log_in_with_cookie, new_operator
+from tests.support.browser import TIMEOUT_MS, Operator
 from tests.support.live import make_user, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
@@ -50,22 +50,9 @@ def start_live(live_factory: LiveFactory) -> Callable[..., Live]:
 
 
 @pytest.fixture
-def operator(browser: Browser) -> Iterator[Callable[..., Operator]]:
-    """Opens operators' dashboards; at the end, no page may have thrown, logged a console error
-    or got an HTTP error."""
-    opened: list[Operator] = []
-
-    def open_operator(live: Live, username: str, **kwargs: Any) -> Operator:
-        op = new_operator(browser, live.server, username, **kwargs)
-        opened.append(op)
-        log_in_with_cookie(op, make_user(username, first_name=username.title()))
-        return op
-
-    yield open_operator
-    errors = [f"{op.name}: {error}" for op in opened for error in op.errors]
-    for op in opened:
-        op.context.close()
-    assert not errors, "\n".join(errors)
+def operator(logged_in_operator: Callable[..., Operator]) -> Callable[..., Operator]:
+    """Opens operators' dashboards, logged in; no page may log an error (tests/e2e/conftest.py)."""
+    return logged_in_operator
 
 
 def arrived(sent: dict[str, Any], status: str | None = None, timeout: float = 5) -> Call:

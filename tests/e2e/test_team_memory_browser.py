@@ -4,13 +4,14 @@ card, and "Refuse and block" keeps the number's next call off everyone's screen.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import functools
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.utils import timezone
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import expect
 
 from screening.models import (
     AuditEvent,
@@ -23,8 +24,8 @@ from screening.models import (
     Rule,
 )
 from tests.conftest import Live, LiveFactory
-from tests.support.browser import Operator, log_in_with_cookie, new_operator
-from tests.support.live import make_user, wait_for
+from tests.support.browser import Operator
+from tests.support.live import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
@@ -38,28 +39,37 @@ def memory_live(live_factory: LiveFactory) -> Live:
 
 
 @pytest.fixture
-def open_operator(browser: Browser, memory_live: Live) -> Iterator[Callable[..., Operator]]:
-    """Logged-in operators in their own browser contexts; no page may log an error."""
-    opened: list[Operator] = []
-
-    def start(username: str, **kwargs: Any) -> Operator:
-        user = make_user(username, first_name=username.title())
-        operator = new_operator(browser, memory_live.server, username, **kwargs)
-        opened.append(operator)
-        log_in_with_cookie(operator, user)
-        return operator
-
-    yield start
-    errors = [f"{op.name}: {error}" for op in opened for error in op.errors]
-    for operator in opened:
-        operator.context.close()
-    assert not errors, "\n".join(errors)
+def open_operator(
+    logged_in_operator: Callable[..., Operator], memory_live: Live
+) -> Callable[..., Operator]:
+    """Logged-in operators on ``memory_live``; no page may log an error."""
+    return functools.partial(logged_in_operator, memory_live)
 
 
 def arrived(sent: dict[str, Any]) -> Call:
     return wait_for(
         lambda: Call.objects.filter(pbx_call_id=sent["call_id"]).first(), what="the call"
     )
+
+
+def watch_waiting_cards(op: Operator) -> None:
+    """From now on, note every card that shows among the waiting calls, whatever its state."""
+    op.page.evaluate(
+        """() => {
+            window.cardsSeen = [];
+            new MutationObserver(() => {
+                for (const li of document.querySelectorAll("#pending li.call")) {
+                    window.cardsSeen.push(Number(li.dataset.id));
+                }
+            }).observe(document.querySelector("#pending"), {
+                childList: true, subtree: true, attributes: true,
+            });
+        }"""
+    )
+
+
+def waiting_cards_seen(op: Operator) -> list[int]:
+    return op.page.evaluate("window.cardsSeen")
 
 
 def within_width(locator: Any, width: int) -> None:
@@ -167,18 +177,7 @@ def test_refuse_and_block_keeps_the_next_call_off_every_screen(
 
     # Every card that ever shows among the waiting calls, whatever its state.
     for op in (alice, bob):
-        op.page.evaluate(
-            """() => {
-                window.cardsSeen = [];
-                new MutationObserver(() => {
-                    for (const li of document.querySelectorAll("#pending li.call")) {
-                        window.cardsSeen.push(Number(li.dataset.id));
-                    }
-                }).observe(document.querySelector("#pending"), {
-                    childList: true, subtree: true, attributes: true,
-                });
-            }"""
-        )
+        watch_waiting_cards(op)
     again = memory_live.sim.inject("07700900303", "02079460000", "peer-to-41")
     nxt = wait_for(
         lambda: Call.objects.filter(pbx_call_id=again["call_id"], status="refused").first(),
@@ -187,7 +186,7 @@ def test_refuse_and_block_keeps_the_next_call_off_every_screen(
     assert (nxt.decided_by_kind, nxt.rule_id) == (DecidedBy.RULE, rule.pk)
     for op in (alice, bob):
         expect(op.outcome(nxt.pk)).to_have_attribute("data-status", "refused")
-        assert nxt.pk not in op.page.evaluate("window.cardsSeen")
+        assert nxt.pk not in waiting_cards_seen(op)
 
 
 def test_two_operators_decide_with_the_teams_context(
@@ -248,18 +247,7 @@ def test_two_operators_decide_with_the_teams_context(
     assert timedelta(days=6, hours=23) < rule.expires_at - timezone.now() <= timedelta(days=7)
 
     for op in (alice, bob):
-        op.page.evaluate(
-            """() => {
-                window.cardsSeen = [];
-                new MutationObserver(() => {
-                    for (const li of document.querySelectorAll("#pending li.call")) {
-                        window.cardsSeen.push(Number(li.dataset.id));
-                    }
-                }).observe(document.querySelector("#pending"), {
-                    childList: true, subtree: true, attributes: true,
-                });
-            }"""
-        )
+        watch_waiting_cards(op)
     again = memory_live.sim.inject("07700900360", "02079460000", "peer-to-41")
     third = wait_for(
         lambda: Call.objects.filter(pbx_call_id=again["call_id"], status="refused").first(),
@@ -269,4 +257,4 @@ def test_two_operators_decide_with_the_teams_context(
     assert memory_live.sim.call(again["call_id"])["outcome"] == "refused"
     for op in (alice, bob):
         expect(op.outcome(third.pk)).to_have_attribute("data-status", "refused")
-        assert third.pk not in op.page.evaluate("window.cardsSeen")
+        assert third.pk not in waiting_cards_seen(op)
