@@ -548,19 +548,25 @@ class PbxClient:
 
     def trunk_list(self, *, page_size: int = 100) -> list[dict[str, Any]]:
         """Every trunk, following pages."""
-        trunks: list[dict[str, Any]] = []
+        return self._every_page("trunk/list", page_size)
+
+    def _every_page(self, endpoint: str, page_size: int) -> list[dict[str, Any]]:
+        """Every item of a paged list endpoint: pages are read until one comes back short or the
+        PBX's ``total_number`` is reached (``page_size`` is always sent: some lists' default is
+        10,000 rows in one answer)."""
+        items: list[dict[str, Any]] = []
         for page in range(1, MAX_PAGES + 1):
-            response = self.request(
-                "GET", "trunk/list", params={"page": page, "page_size": page_size}
-            )
+            response = self.request("GET", endpoint, params={"page": page, "page_size": page_size})
             batch = _data_list(response)
-            trunks.extend(batch)
+            items.extend(batch)
             total = response.data.get("total_number")
-            if not batch or len(batch) < page_size:
+            if len(batch) < page_size:
                 break
-            if isinstance(total, int) and len(trunks) >= total:
+            if isinstance(total, int) and not isinstance(total, bool) and len(items) >= total:
                 break
-        return trunks
+        else:
+            raise PbxTransportError(endpoint, f"more than {MAX_PAGES} pages")
+        return items
 
     def update_trunk_monitor(self, monitors: list[dict[str, Any]]) -> PbxResponse:
         """Set Control Inbound Call / Call Status per trunk (docs/pbx.md)."""
@@ -573,24 +579,8 @@ class PbxClient:
     # and the field semantics beyond their names are unconfirmed. Callers tolerate odd items.
 
     def company_contacts(self, *, page_size: int | None = None) -> list[dict[str, Any]]:
-        """Every company contact (``company_contact/list``), following pages. ``page_size`` is
-        always sent: the PBX's default is 10,000 rows in one answer."""
-        page_size = page_size or CONTACT_PAGE_SIZE
-        contacts: list[dict[str, Any]] = []
-        for page in range(1, MAX_PAGES + 1):
-            response = self.request(
-                "GET", "company_contact/list", params={"page": page, "page_size": page_size}
-            )
-            batch = _data_list(response)
-            contacts.extend(batch)
-            total = response.data.get("total_number")
-            if len(batch) < page_size:
-                break
-            if isinstance(total, int) and not isinstance(total, bool) and len(contacts) >= total:
-                break
-        else:
-            raise PbxTransportError("company_contact/list", f"more than {MAX_PAGES} pages")
-        return contacts
+        """Every company contact (``company_contact/list``), following pages."""
+        return self._every_page("company_contact/list", page_size or CONTACT_PAGE_SIZE)
 
     def company_contact_search(
         self, value: str, *, page_size: int = 20, deadline: float | None = None
