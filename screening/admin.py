@@ -19,9 +19,11 @@ from screening.calls.numbers import normalise
 from screening.models import (
     AuditEvent,
     Call,
+    CallerNote,
     CallStatus,
     Contact,
     ContactNumber,
+    ReviewAction,
     Rule,
     Trunk,
 )
@@ -377,3 +379,38 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_filter = ("kind",)
     list_select_related = ("call", "actor")
     search_fields = ("call__pbx_call_id", "call__caller", "message")
+
+
+@admin.register(CallerNote)
+class CallerNoteAdmin(CheckedAdmin):
+    """Operators write notes from the card; an admin can correct or remove a wrong one here (a
+    note is the team's advice, not evidence: the audit keeps that it was written)."""
+
+    list_display = ("number", "text", "author", "created_at", "expires_at", "call")
+    list_select_related = ("author",)
+    search_fields = ("number", "text")
+    readonly_fields = ("number", "author", "created_at", "call")
+    fields = ("number", "text", "expires_at", "author", "created_at", "call")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # notes are written about a call's number, from its card or page
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[CallerNote], search_term: str
+    ) -> tuple[QuerySet[CallerNote], bool]:
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        number = normalise(search_term)  # any way the number is typed
+        if number:
+            found |= queryset.filter(number=number)
+        return found, duplicates
+
+
+@admin.register(ReviewAction)
+class ReviewActionAdmin(ReadOnlyAdmin):
+    """The review queue's answers (/review/): who approved or dismissed what, and when."""
+
+    list_display = ("at", "kind", "subject", "approved", "by", "hidden_until", "rule")
+    list_filter = ("kind", "approved")
+    list_select_related = ("by", "rule")
+    search_fields = ("subject",)

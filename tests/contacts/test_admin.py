@@ -11,12 +11,20 @@ from django.test import Client
 from django.utils import timezone
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from screening.models import Contact, ContactSource, Rule, RuleMatch
+from screening.models import (
+    CallerNote,
+    Contact,
+    ContactSource,
+    ReviewAction,
+    ReviewKind,
+    Rule,
+    RuleMatch,
+)
 from screening.pbx.blocklist import LIST_NAME
 from screening.simulator import SimulatorThread
 from screening.simulator.directory import MAX_BLOCK_NUMBERS
 from tests.conftest import messages_of
-from tests.support.live import free_port
+from tests.support.live import free_port, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -166,3 +174,36 @@ def test_only_non_qualifying_rules_selected_asks_nothing_of_the_pbx(
     allow = rule("020 7946 0333", action="accept")
     assert push(admin_web, [allow]) == ["warning: Not pushed: 020 7946 0333: not a refuse rule"]
     assert pbx.log("block_numbers/list") == []
+
+
+NOTES = "/admin/screening/callernote/"
+
+
+def test_admin_finds_notes_by_number_in_any_format_and_removes_a_wrong_one(
+    admin_web: Client,
+) -> None:
+    author = make_user("ann", first_name="Ann")
+    wrong = CallerNote.objects.create(number="447700900123", text="Owes us money", author=author)
+    CallerNote.objects.create(number="447700900999", text="Courier", author=author)
+    for typed in ("07700 900123", "+44 7700 900123", "0044-7700-900123", "Owes"):
+        response = admin_web.get(NOTES, {"q": typed})
+        assert [n.text for n in response.context["cl"].result_list] == ["Owes us money"], typed
+    assert admin_web.get(NOTES + "add/").status_code == 403  # written from a call, not here
+    response = admin_web.post(f"{NOTES}{wrong.pk}/delete/", {"post": "yes"}, follow=True)
+    assert response.status_code == 200
+    assert list(CallerNote.objects.values_list("text", flat=True)) == ["Courier"]
+
+
+def test_review_answers_are_listed_and_never_edited_in_admin(admin_web: Client) -> None:
+    boss = make_user("sue", first_name="Sue", group=None, is_staff=True)
+    answer = ReviewAction.objects.create(
+        kind=ReviewKind.BLOCK, subject="447700900123", approved=False, by=boss
+    )
+    page = admin_web.get("/admin/screening/reviewaction/")
+    assert page.status_code == 200
+    assert "447700900123" in page.content.decode()
+    change = f"/admin/screening/reviewaction/{answer.pk}/change/"
+    admin_web.post(change, {"subject": "0", "kind": "rule", "approved": "on"})
+    admin_web.post(f"/admin/screening/reviewaction/{answer.pk}/delete/", {"post": "yes"})
+    answer.refresh_from_db()
+    assert (answer.subject, answer.approved) == ("447700900123", False)
