@@ -259,6 +259,7 @@ class CallBook:
         talk_seconds: tuple[float, float],
         answer_probability: float,
         hangup_probability: float,
+        regular_callers: list[str] | None = None,
     ) -> None:
         self.rng = rng
         self.emit = emit
@@ -275,7 +276,7 @@ class CallBook:
         self._ids = CallIds(rng)
         self._timers: dict[str, CallTimers] = {}
         # Made here, not in generate(): the simulated company contacts reuse these numbers.
-        self.callers = CallerPool(rng)
+        self.callers = CallerPool(rng, regulars=list(regular_callers or []))
 
     def offer(
         self, caller: str, called: str, trunk_name: str, *, hangup_after: float | None = None

@@ -131,6 +131,7 @@ class PbxSimulator:
         ring_seconds: tuple[float, float] = (0.3, 1.5),
         answer_probability: float = 0.85,
         contacts: int = 24,
+        regular_callers: list[str] | None = None,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
@@ -154,6 +155,8 @@ class PbxSimulator:
             talk_seconds=talk_seconds,
             answer_probability=answer_probability,
             hangup_probability=hangup_probability,
+            # Repeat callers: given (the demo's callers with a history), or made up.
+            regular_callers=regular_callers,
         )
         # Company contacts (some with the regular callers' numbers) and block lists.
         self.directory = Directory(self._rng, count=contacts, callers=self.book.callers.regulars)

@@ -15,10 +15,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
+from django.db.models import F
 
 from screening import startup
 from screening.calls.roles import setup_roles
-from screening.models import Call, Trunk
+from screening.models import Call, CallerNote, CallerPrecedent, Trunk
 from screening.simulator import PbxSimulator
 
 DEMO_USERS = (
@@ -61,7 +62,9 @@ class Command(BaseCommand):
             # By command name: the product never imports the development tools.
             call_command("seed_demo_history", calls=DEMO_HISTORY_CALLS, days=30, seed=1)
 
-        simulator = PbxSimulator(call_rate=options["call_rate"])
+        # Live calls come now and then from the numbers the team knows best, so the cards show
+        # their names, notes and precedent.
+        simulator = PbxSimulator(call_rate=options["call_rate"], regular_callers=_known_callers())
         host, pbx_port = options["host"], options["pbx_port"]
         # The demo points the app at its own simulator; a real deployment sets PBX_* instead.
         settings.PBX_BASE_URL = f"http://{host}:{pbx_port}"
@@ -109,3 +112,20 @@ class Command(BaseCommand):
                 user.groups.add(Group.objects.get(name=group))
             passwords[username] = password
         return passwords
+
+
+def _known_callers(count: int = 6) -> list[str]:
+    """The numbers people decided most often, and those with notes, as the PBX would send them
+    (international form with ``+``: the simulator's callers are read like any caller)."""
+    numbers = list(
+        CallerNote.objects.values_list("number", flat=True).distinct().order_by("number")[:count]
+    )
+    busiest = CallerPrecedent.objects.order_by(
+        -(F("people_accepted") + F("people_refused")), "number"
+    ).values_list("number", flat=True)
+    for number in busiest[: count * 2]:
+        if len(numbers) >= count:
+            break
+        if number not in numbers:
+            numbers.append(number)
+    return [f"+{number}" for number in numbers]
