@@ -7,19 +7,18 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
-from screening.models import Call
 from tests.conftest import TEST_WINDOW, Live, LiveFactory
 from tests.support.browser import (
     Operator,
     log_in_with_cookie,
     log_in_with_form,
 )
-from tests.support.live import make_user, wait_for
+from tests.support.calls import arrived, pbx_requests
+from tests.support.live import make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
@@ -38,20 +37,6 @@ def start_live(live_factory: LiveFactory) -> LiveFactory:
         return live_factory(window, **{"DJANGO_ALLOW_ASYNC_UNSAFE": "", **env})
 
     return start
-
-
-def arrived(sent: dict[str, Any]) -> Call:
-    return wait_for(
-        lambda: Call.objects.filter(pbx_call_id=sent["call_id"]).first(),
-        timeout=5,
-        what="the call to reach pbxscreen",
-    )
-
-
-def pbx_requests(live: Live, endpoint: str, channel_id: str) -> list[dict[str, Any]]:
-    return [
-        e for e in live.sim.log(endpoint) if (e.get("body") or {}).get("channel_id") == channel_id
-    ]
 
 
 def test_two_operators_see_the_call_count_down_and_one_accepts(

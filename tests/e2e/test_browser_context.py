@@ -30,6 +30,7 @@ from screening.models import (
 )
 from tests.conftest import Live, LiveFactory
 from tests.support.browser import TIMEOUT_MS, Operator
+from tests.support.calls import arrived
 from tests.support.live import make_user, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
@@ -53,14 +54,6 @@ def start_live(live_factory: LiveFactory) -> Callable[..., Live]:
 def operator(logged_in_operator: Callable[..., Operator]) -> Callable[..., Operator]:
     """Opens operators' dashboards, logged in; no page may log an error (tests/e2e/conftest.py)."""
     return logged_in_operator
-
-
-def arrived(sent: dict[str, Any], status: str | None = None, timeout: float = 5) -> Call:
-    def find() -> Call | None:
-        rows = Call.objects.filter(pbx_call_id=sent["call_id"])
-        return (rows.filter(status=status) if status else rows).first()
-
-    return wait_for(find, timeout=timeout, what=f"the call ({status or 'any status'})")
 
 
 def local_hhmm(at: Any) -> str:

@@ -21,6 +21,7 @@ from screening.consumers import CLOSE_UNAVAILABLE
 from screening.devtools.soak.bots import Credentials, Crowd, Operator, login
 from screening.models import AuditEvent, Call
 from tests.conftest import Live
+from tests.support.calls import arrived
 from tests.support.cluster import (
     Cluster,
     RedisServer,
@@ -37,14 +38,6 @@ pytestmark = pytest.mark.live
 
 def report(what: str, seconds: float) -> None:
     print(f"\nRECOVERY {what}: {seconds * 1000:.0f} ms")
-
-
-def arrived(sent: dict[str, Any], timeout: float = 5.0) -> Call:
-    return wait_for(
-        lambda: Call.objects.filter(pbx_call_id=sent["call_id"]).first(),
-        timeout=timeout,
-        what="the call to reach pbxscreen",
-    )
 
 
 def operators(cluster: Cluster, count: int, prefix: str = "op") -> Crowd:

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from screening.models import AuditEvent, Call
 from tests.conftest import Live, LiveFactory
+from tests.support.calls import arrived
 from tests.support.live import make_user, session_for, wait_for
 from tests.support.sockets import OperatorSocket
 
@@ -41,10 +42,6 @@ def confirmed(live: Live, sent: dict[str, Any], pbx_outcome: str) -> Call:
         return call if has_cdr and call.pbx_outcome == pbx_outcome else None
 
     return wait_for(check, timeout=live.window + 5, what=f"PBX outcome {pbx_outcome}")
-
-
-def arrived(sent: dict[str, Any]) -> Call:
-    return wait_for(lambda: Call.objects.filter(pbx_call_id=sent["call_id"]).first())
 
 
 def test_outcomes_confirmed_from_the_simulators_events(answering_live: Live) -> None:

@@ -25,6 +25,7 @@ from screening.models import (
 )
 from tests.conftest import Live, LiveFactory
 from tests.support.browser import Operator
+from tests.support.calls import arrived
 from tests.support.live import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
@@ -44,12 +45,6 @@ def open_operator(
 ) -> Callable[..., Operator]:
     """Logged-in operators on ``memory_live``; no page may log an error."""
     return functools.partial(logged_in_operator, memory_live)
-
-
-def arrived(sent: dict[str, Any]) -> Call:
-    return wait_for(
-        lambda: Call.objects.filter(pbx_call_id=sent["call_id"]).first(), what="the call"
-    )
 
 
 def watch_waiting_cards(op: Operator) -> None:

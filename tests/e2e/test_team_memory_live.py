@@ -5,30 +5,16 @@ from the number the rule's, decided before any operator sees it."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 from screening.models import AuditEvent, AuditKind, Call, CallStatus, DecidedBy
 from tests.conftest import Live
+from tests.support.calls import arrived, pbx_requests
 from tests.support.live import make_user, session_for, wait_for
 from tests.support.sockets import OperatorSocket
 
 pytestmark = pytest.mark.live
-
-
-def arrived(sent: dict[str, Any]) -> Call:
-    return wait_for(
-        lambda: Call.objects.filter(pbx_call_id=sent["call_id"]).first(),
-        timeout=5,
-        what="the call to reach pbxscreen",
-    )
-
-
-def pbx_requests(live: Live, endpoint: str, channel_id: str) -> list[dict[str, Any]]:
-    return [
-        e for e in live.sim.log(endpoint) if (e.get("body") or {}).get("channel_id") == channel_id
-    ]
 
 
 def test_a_refusal_carries_its_reason_as_form_or_json_and_the_pbx_is_asked_once(
