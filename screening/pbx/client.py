@@ -568,6 +568,11 @@ class PbxClient:
             raise PbxTransportError(endpoint, f"more than {MAX_PAGES} pages")
         return items
 
+    def trunk_monitors(self, *, page_size: int = 100) -> list[dict[str, Any]]:
+        """What the PBX holds in Trunk Status Monitor: ``{trunk_id, name, enb_call_status,
+        enb_control_inbound_call}`` per trunk (``trunk_status_monitor/list``, following pages)."""
+        return self._every_page("trunk_status_monitor/list", page_size)
+
     def update_trunk_monitor(self, monitors: list[dict[str, Any]]) -> PbxResponse:
         """Set Control Inbound Call / Call Status per trunk (docs/pbx.md)."""
         return self.request(

@@ -182,8 +182,7 @@ class PbxSimulator:
             ("GET", "call/query"): (self._call_query, True),
             ("GET", "trunk/list"): (self._trunk_list, True),
             ("POST", "trunk_status_monitor/update"): (self._monitor_update, True),
-            # The query path is unconfirmed (docs/pbx.md); this is the presumed one.
-            ("GET", "trunk_status_monitor/query"): (self._monitor_query, True),
+            ("GET", "trunk_status_monitor/list"): (self._monitor_list, True),
             ("GET", "company_contact/list"): (self._wrap(self.directory.list), True),
             ("GET", "company_contact/search"): (self._wrap(self.directory.search), True),
             ("GET", "company_contact/get"): (self._wrap(self.directory.get), True),
@@ -460,14 +459,7 @@ class PbxSimulator:
     # ----------------------------------------------------------------- trunk endpoints
 
     def _trunk_list(self, _request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
-        try:
-            page = max(1, int(params.get("page", 1)))
-            page_size = max(1, int(params.get("page_size", 100)))
-        except ValueError:
-            return param_error("page", "invalid")
-        items = [trunk.as_list_item() for trunk in TRUNKS]
-        chunk = items[(page - 1) * page_size : page * page_size]
-        return result(0, total_number=len(items), data=chunk)
+        return _paged([trunk.as_list_item() for trunk in TRUNKS], params)
 
     def _monitor_update(self, _request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
         items = params.get("trunk_monitor_list")
@@ -489,12 +481,11 @@ class PbxSimulator:
             self.book.monitor[trunk_id].update(flags)
         return result(0)
 
-    def _monitor_query(self, _request: web.Request, _params: dict[str, Any]) -> dict[str, Any]:
-        # Response shape unconfirmed: we mirror the update request's list.
-        monitor_list = [
-            {"trunk_id": t.id, "name": t.name, **self.book.monitor[t.id]} for t in TRUNKS
-        ]
-        return result(0, trunk_monitor_list=monitor_list)
+    def _monitor_list(self, _request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        """The read-back of the Trunk Status Monitor settings, paged like the other lists (the
+        documented ``sort_by``/``order_by`` are taken as their default, trunk id ascending)."""
+        items = [{"trunk_id": t.id, "name": t.name, **self.book.monitor[t.id]} for t in TRUNKS]
+        return _paged(items, params)
 
     # ----------------------------------------------------------------- event delivery
 
@@ -790,3 +781,15 @@ class SimulatorThread:
 
     def block_lists(self) -> list[dict[str, Any]]:
         return self._call(lambda: [dict(i) for i in self.sim.directory.block_lists.values()])
+
+
+def _paged(items: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+    """One page of a list endpoint (``page`` from 1, ``page_size`` 100 by default) with the
+    list's ``total_number``."""
+    try:
+        page = max(1, int(params.get("page", 1)))
+        page_size = max(1, int(params.get("page_size", 100)))
+    except ValueError:
+        return param_error("page", "invalid")
+    chunk = items[(page - 1) * page_size : page * page_size]
+    return result(0, total_number=len(items), data=chunk)

@@ -79,7 +79,7 @@ def test_pbx_problems_are_admin_errors_not_500s(
 
 def monitor(pbx: SimulatorThread) -> dict[str, dict[str, int]]:
     client = PbxClient(pbx.base_url, pbx.client_id, pbx.client_secret)
-    listed = client.request("GET", "trunk_status_monitor/query").data["trunk_monitor_list"]
+    listed = client.trunk_monitors()
     return {item["name"]: item for item in listed}
 
 

@@ -247,7 +247,7 @@ def test_call_query_and_trunk_monitor(pbx_sim: SimulatorThread) -> None:
 
     update = {"trunk_monitor_list": [{"trunk_id": 2, "name": "register-bt", "enb_call_status": 0}]}
     assert api.post("trunk_status_monitor/update", token, update)["errcode"] == 0
-    settings = api.get("trunk_status_monitor/query", token)["trunk_monitor_list"]
+    settings = api.get("trunk_status_monitor/list", token)["data"]
     assert {key: settings[1][key] for key in ("trunk_id", "name", "enb_call_status")} == {
         "trunk_id": 2,
         "name": "register-bt",
@@ -255,6 +255,11 @@ def test_call_query_and_trunk_monitor(pbx_sim: SimulatorThread) -> None:
     }
     bad = {"trunk_monitor_list": [{"trunk_id": 99}]}
     assert api.post("trunk_status_monitor/update", token, bad)["errcode"] == 40002
+    # The read-back is a paged list; the PBX has no trunk_status_monitor/query.
+    page = api.get("trunk_status_monitor/list", token, page=2, page_size=2)
+    assert page["total_number"] == len(settings) > 2
+    assert [item["trunk_id"] for item in page["data"]] == [s["trunk_id"] for s in settings[2:4]]
+    assert api.get("trunk_status_monitor/query", token)["errcode"] != 0
 
 
 # ----------------------------------------------------------------------------- WebSocket
