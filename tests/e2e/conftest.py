@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from tests.support.browser import (
     new_operator,
     require_chromium,
 )
-from tests.support.live import make_user
+from tests.support.live import LiveServer, make_user, start_server
 
 OperatorFactory = Callable[..., Operator]
 
@@ -74,3 +75,12 @@ def logged_in_operator(operators: OperatorFactory) -> OperatorFactory:
         return operator
 
     return open_operator
+
+
+@pytest.fixture
+def server(transactional_db: None, tmp_path: Path) -> Iterator[LiveServer]:
+    """A live server alone (no simulator) for the supervisor pages, with the async-safety
+    checks on as in production."""
+    live = start_server(tmp_path, {"DJANGO_ALLOW_ASYNC_UNSAFE": ""})
+    yield live
+    live.stop()

@@ -13,6 +13,7 @@ from playwright.sync_api import expect
 
 from tests.conftest import TEST_WINDOW, Live, LiveFactory
 from tests.support.browser import (
+    NARROW,
     Operator,
     log_in_with_cookie,
     log_in_with_form,
@@ -23,7 +24,6 @@ from tests.support.live import make_user
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
 PASSWORD = "correct horse battery staple"
-NARROW = {"width": 375, "height": 667}  # a small phone
 
 OperatorFactory = Callable[..., Operator]
 

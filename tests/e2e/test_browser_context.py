@@ -29,13 +29,12 @@ from screening.models import (
     Trunk,
 )
 from tests.conftest import Live, LiveFactory
-from tests.support.browser import TIMEOUT_MS, Operator
+from tests.support.browser import NARROW, TIMEOUT_MS, Operator
 from tests.support.calls import arrived
 from tests.support.live import make_user, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
-NARROW = {"width": 375, "height": 667}  # a small phone
 CALLER = "07700900123"
 DAY_MS = 86_400_000
 

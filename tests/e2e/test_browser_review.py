@@ -5,9 +5,7 @@ history; the next call from that number is decided by the new rule."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -15,19 +13,10 @@ from playwright.sync_api import Browser, expect
 
 from screening.calls import rules
 from screening.models import Call, CallStatus, DecidedBy, ReviewAction, Rule, Trunk
-from tests.support.browser import new_operator
-from tests.support.live import LiveServer, make_user, start_server
+from tests.support.browser import NARROW, new_operator
+from tests.support.live import LiveServer, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
-
-NARROW = {"width": 375, "height": 667}
-
-
-@pytest.fixture
-def server(transactional_db: None, tmp_path: Path) -> Iterator[LiveServer]:
-    live = start_server(tmp_path, {"DJANGO_ALLOW_ASYNC_UNSAFE": ""})
-    yield live
-    live.stop()
 
 
 def test_supervisor_blocks_a_suggested_number_on_a_phone(

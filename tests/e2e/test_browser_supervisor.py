@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,17 +14,10 @@ from playwright.sync_api import Browser, expect
 
 from screening.models import AuditEvent, AuditKind, CallStatus
 from tests.support.browser import TIMEOUT_MS, new_operator
-from tests.support.live import LiveServer, make_user, start_server
+from tests.support.live import LiveServer, make_user
 from tests.support.reporting import T0, build_history, make_call
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
-
-
-@pytest.fixture
-def server(transactional_db: None, tmp_path: Path) -> Iterator[LiveServer]:
-    live = start_server(tmp_path, {"DJANGO_ALLOW_ASYNC_UNSAFE": ""})
-    yield live
-    live.stop()
 
 
 def test_supervisor_filters_opens_a_timeline_and_downloads_the_csv(

@@ -24,13 +24,11 @@ from screening.models import (
     Rule,
 )
 from tests.conftest import Live, LiveFactory
-from tests.support.browser import Operator
+from tests.support.browser import NARROW, Operator
 from tests.support.calls import arrived
 from tests.support.live import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
-
-NARROW = {"width": 375, "height": 667}
 
 
 @pytest.fixture

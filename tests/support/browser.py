@@ -33,6 +33,8 @@ TIMEOUT_MS = 5_000
 
 _SECONDS = re.compile(r"(\d+(?:\.\d+)?)\s*s")
 
+NARROW = {"width": 375, "height": 667}  # a small phone: every page must work at this width
+
 
 def require_chromium() -> None:
     """Skip when there is no Chromium; on CI a missing browser is a broken runner, so fail."""
