@@ -293,6 +293,17 @@ SCREEN_SAFETY_MARGIN_SECONDS = env_float(
 # us, so stay well inside it. Tests shorten it together with the simulator's idle cut.
 PBX_HEARTBEAT_SECONDS = env_float("PBX_HEARTBEAT_SECONDS", 20.0, minimum=0.1, maximum=30.0)
 
+# --- The record: retention and pseudonyms (screening/calls/retention.py, docs/record.md) ---
+# Calls, audit rows and notes older than RETENTION_DAYS keep everything but the caller's number,
+# which becomes its keyed pseudonym (PSEUDONYM_KEY). 0 keeps numbers for ever.
+RETENTION_DAYS = int(env_float("RETENTION_DAYS", 0, minimum=0, maximum=100 * 365))
+PSEUDONYM_KEY = env_str("PSEUDONYM_KEY")
+if RETENTION_DAYS and len(PSEUDONYM_KEY) < 16:
+    raise ImproperlyConfigured(
+        "RETENTION_DAYS is set, so PSEUDONYM_KEY must be too (a secret of at least 16 characters,"
+        " kept outside the database and never changed: it is what makes a pseudonym irreversible)"
+    )
+
 # --- Contacts (screening/contacts) ---
 # Every server process's sweeper copies the PBX's company contacts this often (one process at a
 # time, under a cache lock); 0 turns the periodic sync off (`manage.py sync_contacts` still works).

@@ -71,6 +71,15 @@ class Trunk(models.Model):
         help_text="Created because a call arrived on an unknown trunk",
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # What the PBX's Trunk Status Monitor holds for this trunk, as last read (trunk sync, the admin
+    # action, the sweeper): None = not read yet, or the PBX does not list the trunk.
+    pbx_control_inbound = models.BooleanField(
+        null=True, editable=False, help_text="Control Inbound Call on at the PBX"
+    )
+    pbx_call_status = models.BooleanField(
+        null=True, editable=False, help_text="Call Status on at the PBX"
+    )
+    pbx_monitor_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ("name",)
@@ -97,6 +106,7 @@ class CallStatus(models.TextChoices):
     EXPIRED = "expired", "Expired: the PBX routed the call itself"
     GONE = "gone", "Gone: caller hung up or channel not found"
     FAILED = "failed", "Failed: the PBX did not carry out the decision"
+    UNSCREENED = "unscreened", "Unscreened: offered while the event link was down"
 
 
 OPEN_STATUSES = (CallStatus.PENDING, CallStatus.DECIDING)
@@ -274,6 +284,10 @@ class Call(models.Model):
     caller_key = models.CharField(max_length=wire.NUMBER_CHARS, blank=True)
     # Who is calling, as known when the call arrived or found by a lookup within its budget.
     caller_name = models.CharField(max_length=200, blank=True)
+    # The caller's keyed pseudonym (screening.calls.pseudonyms), fixed when the call is stored: the
+    # audit chain hashes the number in this form, and retention and erasure replace the number by
+    # it, so the chain still verifies after them.
+    caller_token = models.CharField(max_length=wire.NUMBER_CHARS, blank=True)
     # What the card shows beside the number, as it stood when the call arrived (contact, notes,
     # precedent, suggestion: screening.calls.context), so pushes and snapshots need no queries.
     context = models.JSONField(default=dict, blank=True)
@@ -330,6 +344,9 @@ class AuditKind(models.TextChoices):
     REASON = "reason", "Refusal reason"
     NOTE = "note", "Note added"
     RULE_CREATED = "rule_created", "Rule created from the card"
+    UNSCREENED = "unscreened", "Offered while the event link was down"
+    RETENTION = "retention", "Old numbers pseudonymised"
+    ERASED = "erased", "A number was erased"
 
 
 class AuditQuerySet(models.QuerySet["AuditEvent"]):
@@ -347,7 +364,10 @@ class AuditEvent(models.Model):
     path a change takes. The one sanctioned rewrite is screening.calls.audit_rewrite.
     """
 
-    call = models.ForeignKey(Call, on_delete=models.PROTECT, related_name="audit_events")
+    # Blank for the rows about the record itself (retention runs, erasures), which name no call.
+    call = models.ForeignKey(
+        Call, null=True, blank=True, on_delete=models.PROTECT, related_name="audit_events"
+    )
     at = models.DateTimeField(default=timezone.now, db_index=True)
     kind = models.CharField(max_length=16, choices=AuditKind.choices)
     actor = models.ForeignKey(
@@ -355,6 +375,10 @@ class AuditEvent(models.Model):
     )
     message = models.CharField(max_length=512, blank=True)
     detail = models.JSONField(default=dict, blank=True)
+    # The tamper-evident chain (screening.calls.chain): the row's place in it, contiguous from 1,
+    # and the hash over its content and the previous row's hash. Blank for rows older than it.
+    chain_seq = models.BigIntegerField(null=True, blank=True, unique=True)
+    chain_hash = models.CharField(max_length=64, blank=True)
 
     objects = AuditQuerySet.as_manager()
 
@@ -583,3 +607,37 @@ class CallerPrecedent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.number}: {self.people_refused}/{self.people_accepted + self.people_refused}"
+
+
+class AuditChainHead(models.Model):
+    """The newest link of the audit chain: one row (pk 1). Every transaction that writes audit
+    rows takes it first (a row lock on PostgreSQL, the write lock on SQLite), so rows join the
+    chain one transaction at a time, in order (screening.calls.chain)."""
+
+    seq = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64, blank=True)
+
+    def __str__(self) -> str:
+        return f"audit chain at row {self.seq}"
+
+
+class LinkOutage(models.Model):
+    """A time the event link was down (or the listener was not running): the PBX routed the calls
+    it offered then with nobody asked. After the link is back, the PBX's CDRs for the window are
+    read and every inbound call on a screened trunk the product never saw is recorded as an
+    unscreened call (screening.calls.reconcile)."""
+
+    started_at = models.DateTimeField(db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    reconciled_at = models.DateTimeField(null=True, blank=True)
+    # Inbound calls on screened trunks the PBX's CDRs list for the window, and how many of them
+    # were recorded as unscreened (the rest had reached us).
+    offered = models.PositiveIntegerField(default=0)
+    unscreened = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=512, blank=True)
+
+    class Meta:
+        ordering = ("-started_at",)
+
+    def __str__(self) -> str:
+        return f"link down {self.started_at:%Y-%m-%d %H:%M:%S} → {self.ended_at or 'now'}"

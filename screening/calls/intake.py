@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from screening.calls import decisions, lookups, outcomes, presence, rules, store
+from screening.calls import decisions, lookups, outcomes, presence, pseudonyms, rules, store
 from screening.calls.access import stream_for_trunk
 from screening.calls.context import card_context
 from screening.calls.endings import schedule_expiry
@@ -122,6 +122,7 @@ def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None 
                 history=history,
                 caller_key=caller_key,
                 caller_name=caller_name,
+                caller_token=pseudonyms.for_caller(event.caller, caller_key),
                 context=context,
                 suggestion=(context["suggestion"] or {}).get("decision", ""),
             )
