@@ -93,3 +93,13 @@ def _scrub(value: Any, pattern: re.Pattern[str], replacement: str) -> Any:
     if isinstance(value, list | tuple):
         return [_scrub(v, pattern, replacement) for v in value]
     return value
+
+
+def scrub_audit(
+    message: str, detail: Any, *, caller: str, caller_key: str, token: str
+) -> tuple[str, Any]:
+    """An audit row's message and detail with its call's number replaced by the call's pseudonym
+    (``Call.caller_token``). The chain hashes this form; retention and erasure write exactly it,
+    after which the call's number columns hold ``token`` and scrubbing again changes nothing."""
+    numbers = forms(caller, caller_key)
+    return scrub(message, numbers, token), scrub(detail, numbers, token)
