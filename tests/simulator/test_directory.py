@@ -49,10 +49,13 @@ def test_search_and_get(pbx_sim: SimulatorThread) -> None:
     token = api.token()
     by_name = api.get("company_contact/search", token, search_value="zelda", page_size="20")
     assert [c["id"] for c in by_name["data"]] == [added["id"]]
+    # The generated contacts draw from the same drama ranges, so one of them may hold the number
+    # too: the test follows its own contact by id.
     by_number = api.get("company_contact/search", token, search_value="07700900888")
-    assert by_number["data"] == []  # the digits as stored: "+44 7700 900888" holds 447700900888
+    # Matched on the digits as stored: "+44 7700 900888" holds 447700900888, not 07700900888.
+    assert added["id"] not in [c["id"] for c in by_number["data"]]
     by_digits = api.get("company_contact/search", token, search_value="7700 900888")
-    assert [c["id"] for c in by_digits["data"]] == [added["id"]]
+    assert added["id"] in [c["id"] for c in by_digits["data"]]
     assert api.get("company_contact/search", token)["errcode"] == 40002
     one = api.get("company_contact/get", token, id=str(added["id"]))
     assert one["errcode"] == 0
