@@ -55,9 +55,16 @@ def operator(logged_in_operator: Callable[..., Operator]) -> Callable[..., Opera
     return logged_in_operator
 
 
-def local_hhmm(at: Any) -> str:
-    """HH:MM on this machine's clock, which the browser shares."""
-    return time.strftime("%H:%M", time.localtime(at.timestamp()))
+def local_clock(at: Any) -> str:
+    """How the card writes a time on this machine's clock, which the browser shares: HH:MM
+    today, with the day in front on another day (a note written late in the evening that expires
+    after midnight reads "Dec 2 00:32")."""
+    when = time.localtime(at.timestamp())
+    hhmm = time.strftime("%H:%M", when)
+    today = time.localtime()
+    if (when.tm_year, when.tm_yday) == (today.tm_year, today.tm_yday):
+        return hhmm
+    return f"{time.strftime('%b', when)} {when.tm_mday} {hhmm}"
 
 
 def change_card(call: Call, **changes: Any) -> None:
@@ -161,7 +168,7 @@ def test_the_card_shows_who_calls_the_teams_notes_precedent_and_suggestion_at_37
     notes = card.locator(".notes li.note")
     expect(notes).to_have_count(3)
     expect(notes.nth(0)).to_contain_text("Courier expected, accept")
-    expect(notes.nth(0)).to_contain_text(f"Nina Notes, just now, until {local_hhmm(until)}")
+    expect(notes.nth(0)).to_contain_text(f"Nina Notes, just now, until {local_clock(until)}")
     expect(notes.nth(1)).to_contain_text("Parcel collection window")
     expect(notes.nth(2)).to_contain_text("Asks for Dave in goods-in")
     expect(notes.nth(2)).to_contain_text("Nina Notes, 3 hours ago")
