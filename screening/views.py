@@ -196,9 +196,26 @@ def _signature_ok(secret: str, body: bytes, given: str) -> bool:
     return hmac.compare_digest(given.strip().encode(), expected.encode())
 
 
+WEBHOOK_NOT_POST = (
+    "The PBX's webhook must use request method POST: in the PBX's webhook settings "
+    "(Integrations > API > Webhook Event Push), set Request Method to POST. pbxscreen reads the "
+    "event from the request body and checks its X-Signature there."
+)
+
+
 @csrf_exempt  # the PBX cannot send a CSRF token; the HMAC signature authenticates it instead
-@require_POST
 async def webhook(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        # The PBX offers GET or POST for a webhook; how it encodes an event in a GET is not
+        # documented, so only POST is taken, and a PBX set to GET is told how to fix it.
+        log.warning(
+            "webhook %s delivery refused from %s: the PBX's webhook must be set to POST",
+            request.method,
+            request.META.get("REMOTE_ADDR"),
+        )
+        refused = _error(405, WEBHOOK_NOT_POST)
+        refused["Allow"] = "POST"
+        return refused
     secret = settings.PBX_WEBHOOK_SECRET
     if not secret:
         log.warning("webhook call refused: PBX_WEBHOOK_SECRET is not set")
