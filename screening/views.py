@@ -28,7 +28,7 @@ from screening.calls.intake import handle_event
 from screening.calls.memory import ActionError
 from screening.calls.payload import call_payload
 from screening.models import MAX_PK, Call, CallStatus, Decision
-from screening.pbx import link
+from screening.pbx import link, trunks
 from screening.pbx.events import EventError, parse_event
 from screening.runtime import run_blocking
 
@@ -279,6 +279,18 @@ async def _shows_detail(request: HttpRequest) -> bool:
     return bool(user.is_active and user.is_staff)
 
 
+async def _trunks_check(details: dict[str, str]) -> tuple[str, list[str]]:
+    """("ok" | "not_screened" | "unknown", the names of the trunks not screened)."""
+    try:
+        found = await run_blocking(trunks.unscreened_trunks)
+    except health.UNAVAILABLE:
+        return "unknown", []  # the database check reports the outage itself
+    if not found:
+        return "ok", []
+    details["trunks"] = trunks.describe_unscreened(found)
+    return "not_screened", [trunk.name for trunk in found]
+
+
 @require_GET
 async def healthz(request: HttpRequest) -> HttpResponse:
     """JSON: each check's state word and an overall status; 503 when this process cannot serve.
@@ -300,12 +312,16 @@ async def healthz(request: HttpRequest) -> HttpResponse:
     lookup = await run_blocking(lookups.health)
     if lookup["reason"]:
         details["lookups"] = lookup["reason"]
-    degraded = pbx["unscreened"] or lookup["state"] in {"slow", "failing"}
+    # Trunks screening expects whose calls the PBX does not hold for us (Control Inbound Call
+    # off, as last read): routed unscreened, silently, link up or not.
+    trunks_state, unscreened = await _trunks_check(details)
+    degraded = pbx["unscreened"] or lookup["state"] in {"slow", "failing"} or trunks_state != "ok"
     body: dict[str, Any] = {
         "status": "failing" if failing else ("degraded" if degraded else "ok"),
         **checks,
         "pbx_link": {"state": pbx["state"]},
         "lookups": lookup["state"],
+        "trunks": trunks_state,
     }
     if await _shows_detail(request):
         body["pbx_link"] = {
@@ -313,4 +329,5 @@ async def healthz(request: HttpRequest) -> HttpResponse:
         }
         body["details"] = details
         body["lookup_counts"] = lookup["counts"]
+        body["unscreened_trunks"] = unscreened
     return JsonResponse(body, status=503 if failing else 200)

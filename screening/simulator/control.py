@@ -97,6 +97,7 @@ class ControlApi:
         router.add_post("/_sim/contacts/{contact_id}", self.contact)
         router.add_delete("/_sim/contacts/{contact_id}", self.contact)
         router.add_get("/_sim/block_numbers", self.block_numbers)
+        router.add_post("/_sim/trunk_monitor", self.trunk_monitor)
 
     async def inject(self, request: web.Request) -> web.Response:
         body = _json_object(await request.read())
@@ -112,7 +113,13 @@ class ControlApi:
         call = self.sim.book.offer(
             fields["from"], fields["to"], fields["trunk_name"], hangup_after=hangup_after
         )
-        reply = {"envelope": call.envelope, "call_id": call.call_id, "channel_id": call.channel_id}
+        # A call on a trunk without Control Inbound Call is not held: no 30016, envelope {}.
+        reply = {
+            "envelope": call.envelope,
+            "call_id": call.call_id,
+            "channel_id": call.channel_id,
+            "held": bool(call.envelope),
+        }
         return web.json_response(reply, status=201)
 
     async def calls(self, _request: web.Request) -> web.Response:
@@ -202,3 +209,17 @@ class ControlApi:
 
     async def block_numbers(self, _request: web.Request) -> web.Response:
         return web.json_response({"lists": list(self.sim.directory.block_lists.values())})
+
+    async def trunk_monitor(self, request: web.Request) -> web.Response:
+        """POST {trunk_name, control_inbound?, call_status?, listed?}: change a trunk's Trunk
+        Status Monitor as an admin would on the PBX (``listed: false`` takes it off the list)."""
+        body = _json_object(await request.read())
+        name = body.get("trunk_name")
+        flags = {k: body[k] for k in ("control_inbound", "call_status", "listed") if k in body}
+        if not isinstance(name, str) or any(not isinstance(v, bool) for v in flags.values()):
+            return _error("trunk_name (a string) and optional true/false flags expected")
+        try:
+            entry = self.sim.set_trunk_monitor(name, **flags)
+        except KeyError:
+            return _error("unknown trunk_name", 404)
+        return web.json_response({"trunk_name": name, "monitor": entry})

@@ -468,7 +468,8 @@ class PbxSimulator:
         updates: dict[int, dict[str, int]] = {}
         for item in items:
             trunk_id = item.get("trunk_id") if isinstance(item, dict) else None
-            if not isinstance(trunk_id, int) or trunk_id not in self.book.monitor:
+            # Any trunk the PBX owns; one missing from the monitor list is added to it.
+            if not isinstance(trunk_id, int) or trunk_id not in {t.id for t in TRUNKS}:
                 return param_error("trunk_id", "invalid", trunk_id)
             flags = {
                 k: item[k] for k in ("enb_call_status", "enb_control_inbound_call") if k in item
@@ -478,13 +479,19 @@ class PbxSimulator:
                     return param_error(key, "invalid", flag)
             updates[trunk_id] = flags
         for trunk_id, flags in updates.items():
-            self.book.monitor[trunk_id].update(flags)
+            entry = self.book.monitor.setdefault(
+                trunk_id, {"enb_call_status": 0, "enb_control_inbound_call": 0}
+            )
+            entry.update(flags)
         return result(0)
 
     def _monitor_list(self, _request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
         """The read-back of the Trunk Status Monitor settings, paged like the other lists (the
         documented ``sort_by``/``order_by`` are taken as their default, trunk id ascending)."""
-        items = [{"trunk_id": t.id, "name": t.name, **self.book.monitor[t.id]} for t in TRUNKS]
+        monitor = self.book.monitor
+        items = [
+            {"trunk_id": t.id, "name": t.name, **monitor[t.id]} for t in TRUNKS if t.id in monitor
+        ]
         return _paged(items, params)
 
     # ----------------------------------------------------------------- event delivery
@@ -627,6 +634,31 @@ class PbxSimulator:
         self.faults.merge(changes)
         return asdict(self.faults)
 
+    def set_trunk_monitor(
+        self,
+        trunk_name: str,
+        *,
+        control_inbound: bool | None = None,
+        call_status: bool | None = None,
+        listed: bool = True,
+    ) -> dict[str, int] | None:
+        """Set a trunk's Trunk Status Monitor as if changed on the PBX's web page: its flags, or
+        ``listed=False`` to take it off the monitor list. Returns what the list now holds."""
+        trunk = next((t for t in TRUNKS if t.name == trunk_name), None)
+        if trunk is None:
+            raise KeyError(trunk_name)
+        if not listed:
+            self.book.monitor.pop(trunk.id, None)
+            return None
+        entry = self.book.monitor.setdefault(
+            trunk.id, {"enb_call_status": 0, "enb_control_inbound_call": 0}
+        )
+        if control_inbound is not None:
+            entry["enb_control_inbound_call"] = int(control_inbound)
+        if call_status is not None:
+            entry["enb_call_status"] = int(call_status)
+        return dict(entry)
+
     def reset_blocks(self) -> list[str]:
         cleared = sorted(self._blocked_ips)
         self._blocked_ips.clear()
@@ -732,7 +764,12 @@ class SimulatorThread:
         call = self._call(
             self.sim.book.offer, caller, called, trunk_name, hangup_after=hangup_after
         )
-        return {"envelope": call.envelope, "call_id": call.call_id, "channel_id": call.channel_id}
+        return {
+            "envelope": call.envelope,
+            "call_id": call.call_id,
+            "channel_id": call.channel_id,
+            "held": bool(call.envelope),
+        }
 
     def hangup(self, call_id: str) -> bool:
         return self._call(self.sim.book.hangup, call_id)
@@ -763,6 +800,9 @@ class SimulatorThread:
 
     def reset_blocks(self) -> list[str]:
         return self._call(self.sim.reset_blocks)
+
+    def set_trunk_monitor(self, trunk_name: str, **changes: Any) -> dict[str, int] | None:
+        return self._call(self.sim.set_trunk_monitor, trunk_name, **changes)
 
     def contacts(self) -> list[dict[str, Any]]:
         return self._call(lambda: [dict(c) for c in self.sim.directory.contacts.values()])
