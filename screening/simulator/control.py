@@ -98,6 +98,7 @@ class ControlApi:
         router.add_delete("/_sim/contacts/{contact_id}", self.contact)
         router.add_get("/_sim/block_numbers", self.block_numbers)
         router.add_post("/_sim/trunk_monitor", self.trunk_monitor)
+        router.add_post("/_sim/websocket_rejection", self.websocket_rejection)
 
     async def inject(self, request: web.Request) -> web.Response:
         body = _json_object(await request.read())
@@ -223,3 +224,16 @@ class ControlApi:
         except KeyError:
             return _error("unknown trunk_name", 404)
         return web.json_response({"trunk_name": name, "monitor": entry})
+
+    async def websocket_rejection(self, request: web.Request) -> web.Response:
+        """POST {how: "http_401" | "http_<status>" | "errcode" | "close" | "", every_token?}:
+        turn away WebSocket handshakes made with the tokens live now (or with every token)."""
+        body = _json_object(await request.read())
+        how, every = body.get("how", ""), body.get("every_token", False)
+        if not isinstance(how, str) or not isinstance(every, bool):
+            return _error("how must be a string and every_token true or false")
+        try:
+            tokens = self.sim.reject_websockets(how, every_token=every)
+        except ValueError as exc:
+            return _error(str(exc))
+        return web.json_response({"how": how, "tokens": tokens})

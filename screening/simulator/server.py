@@ -165,6 +165,12 @@ class PbxSimulator:
         self._refresh: dict[str, Token] = {}  # by refresh token
         self._auth_failures: dict[str, int] = {}
         self._blocked_ips: set[str] = set()
+        # How a real PBX turns a token away at the WebSocket is undocumented (an HTTP status, a
+        # JSON errcode frame instead of the subscribe ack, or a close): the simulator can do each,
+        # for the tokens live when asked (None: every token, new ones too).
+        self._ws_reject_how = ""
+        self._ws_reject_tokens: set[str] | None = None
+        self.ws_rejections = 0
         self._sockets: dict[web.WebSocketResponse, set[int]] = {}
         self._log: deque[dict[str, Any]] = deque(maxlen=MAX_LOG_ENTRIES)
         self._log_seq = 0
@@ -555,9 +561,19 @@ class PbxSimulator:
         if rejection is not None:
             self._record(request, "subscribe", None, errcode, rejection.status)
             return rejection
+        how = self._ws_refusal(request.query.get("access_token"))
+        if how.startswith("http_"):
+            self.ws_rejections += 1
+            status = int(how.removeprefix("http_"))
+            self._record(request, "subscribe", None, 10004, status)
+            return web.json_response(result(10004), status=status)
         ws = web.WebSocketResponse(autoping=True, timeout=2.0)
         await ws.prepare(request)
-        self._record(request, "subscribe", None, None, 101)
+        self._record(request, "subscribe", None, 10004 if how else None, 101)
+        if how:
+            self.ws_rejections += 1
+            await self._refuse_socket(ws, how)
+            return ws
         self._sockets[ws] = set()
         try:
             await self._serve_socket(ws)
@@ -573,6 +589,36 @@ class PbxSimulator:
         if self._live_token(request.query.get("access_token")) is None:
             return web.json_response(result(10004), status=401), 10004
         return None, None
+
+    def _ws_refusal(self, token: str | None) -> str:
+        if not self._ws_reject_how:
+            return ""
+        if self._ws_reject_tokens is not None and token not in self._ws_reject_tokens:
+            return ""
+        return self._ws_reject_how
+
+    async def _refuse_socket(self, ws: web.WebSocketResponse, how: str) -> None:
+        """Upgrade done, then turn the token away: an errcode frame in place of the subscribe
+        ack, or a close before any answer."""
+        if how == "errcode":
+            with contextlib.suppress(TimeoutError):
+                await ws.receive(timeout=2.0)  # the topic_list
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_str(json.dumps(result(10004)))
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"token refused")
+
+    def reject_websockets(self, how: str, *, every_token: bool = False) -> int:
+        """From now on turn away WebSocket handshakes made with the tokens live now (or with
+        every token): ``http_401`` (or any ``http_<status>``), ``errcode`` or ``close``; ``""``
+        stops. Returns how many tokens it applies to (-1: all)."""
+        if how and how not in {"errcode", "close"}:
+            status = how.removeprefix("http_")
+            if not how.startswith("http_") or not status.isdigit() or not 400 <= int(status) < 600:
+                raise ValueError("how must be http_<4xx|5xx>, errcode, close or empty")
+        self._ws_reject_how = how
+        self.live_tokens()  # drops the expired ones
+        self._ws_reject_tokens = None if every_token else set(self._tokens)
+        return -1 if every_token else len(self._ws_reject_tokens)
 
     async def _serve_socket(self, ws: web.WebSocketResponse) -> None:
         while not ws.closed:
@@ -679,6 +725,7 @@ class PbxSimulator:
             "websockets": len(self._sockets),
             "subscribed_websockets": sum(1 for topics in self._sockets.values() if topics),
             "blocked_ips": sorted(self._blocked_ips),
+            "websocket_rejections": self.ws_rejections,
             "log_entries": len(self._log),
             "webhook": {"url": self.webhook_url, **self._webhook_stats},
             "call_rate": self.call_rate,
@@ -800,6 +847,9 @@ class SimulatorThread:
 
     def reset_blocks(self) -> list[str]:
         return self._call(self.sim.reset_blocks)
+
+    def reject_websockets(self, how: str, *, every_token: bool = False) -> int:
+        return self._call(self.sim.reject_websockets, how, every_token=every_token)
 
     def set_trunk_monitor(self, trunk_name: str, **changes: Any) -> dict[str, int] | None:
         return self._call(self.sim.set_trunk_monitor, trunk_name, **changes)
