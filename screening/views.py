@@ -325,7 +325,8 @@ async def healthz(request: HttpRequest) -> HttpResponse:
     }
     if await _shows_detail(request):
         body["pbx_link"] = {
-            k: pbx[k] for k in ("state", "detail", "since", "unscreened", "message")
+            k: pbx[k]
+            for k in ("state", "detail", "since", "blocked_until", "unscreened", "message")
         }
         body["details"] = details
         body["lookup_counts"] = lookup["counts"]

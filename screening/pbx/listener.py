@@ -19,7 +19,13 @@ from datetime import UTC, datetime
 import aiohttp
 
 from screening.pbx import link
-from screening.pbx.client import PbxAuthError, PbxClient, PbxError, PbxTransportError
+from screening.pbx.client import (
+    PbxAuthError,
+    PbxClient,
+    PbxError,
+    PbxTransportError,
+    show_time,
+)
 from screening.pbx.events import (
     Event,
     EventError,
@@ -92,11 +98,16 @@ class PbxListener:
                     attempt = 0
                     reason = "the PBX closed the connection"
                 except PbxAuthError as exc:
-                    log.error(
-                        "PBX authentication failed: %s %s; not retrying", exc.errcode, exc.errmsg
-                    )
-                    await self._set_state(link.AUTH_FAILED, f"{exc.errcode} {exc.errmsg}")
-                    await self._sleep(self.auth_retry)
+                    detail = f"{exc.errcode} {exc.errmsg}"
+                    wait = self.auth_retry
+                    if exc.blocked_until is not None:
+                        detail += f", blocked until {show_time(exc.blocked_until)}"
+                        # The lockout ends with the block (within the client's bounds): look
+                        # again then, not up to auth_retry later.
+                        wait = min(wait, max(0.1, exc.blocked_until - time.time() + 0.5))
+                    log.error("PBX authentication failed: %s; not retrying", detail)
+                    await self._set_state(link.AUTH_FAILED, detail, blocked_until=exc.blocked_until)
+                    await self._sleep(wait)
                     continue
                 except (
                     PbxError,
@@ -131,9 +142,11 @@ class PbxListener:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
-    async def _set_state(self, state: str, detail: str = "") -> None:
+    async def _set_state(
+        self, state: str, detail: str = "", *, blocked_until: float | None = None
+    ) -> None:
         try:
-            await run_blocking(link.set_state, state, detail)
+            await run_blocking(link.set_state, state, detail, blocked_until=blocked_until)
         except Exception as exc:
             # The link state is advisory (banner, /healthz): a cache outage must not cut the link.
             log.warning("could not record the PBX link state %r: %s", state, exc)

@@ -99,6 +99,7 @@ class ControlApi:
         router.add_get("/_sim/block_numbers", self.block_numbers)
         router.add_post("/_sim/trunk_monitor", self.trunk_monitor)
         router.add_post("/_sim/websocket_rejection", self.websocket_rejection)
+        router.add_post("/_sim/block", self.block)
 
     async def inject(self, request: web.Request) -> web.Response:
         body = _json_object(await request.read())
@@ -237,3 +238,21 @@ class ControlApi:
         except ValueError as exc:
             return _error(str(exc))
         return web.json_response({"how": how, "tokens": tokens})
+
+    async def block(self, request: web.Request) -> web.Response:
+        """POST {ip?, expire_in?, form?}: block an IP as after 5 failed logins; with
+        ``expire_in`` (seconds) the block ends by itself and 70004 answers carry
+        ``block_expire_time`` written as ``form`` (seconds, ms or text)."""
+        body = _json_object(await request.read())
+        ip, expire_in, form = (
+            body.get("ip", "127.0.0.1"),
+            body.get("expire_in"),
+            body.get("form", "seconds"),
+        )
+        if not isinstance(ip, str) or (expire_in is not None and not _is_number(expire_in)):
+            return _error("ip must be a string and expire_in a number of seconds")
+        try:
+            self.sim.block(ip, expire_in=expire_in, form=str(form))
+        except ValueError as exc:
+            return _error(str(exc))
+        return web.json_response({"blocked": ip, "expire_in": expire_in, "form": form})

@@ -165,6 +165,11 @@ class PbxSimulator:
         self._refresh: dict[str, Token] = {}  # by refresh token
         self._auth_failures: dict[str, int] = {}
         self._blocked_ips: set[str] = set()
+        # When a block ends (epoch seconds), and how 70004 answers write it. Whether a PBX block
+        # expires, and the field and format that would say when, are unconfirmed: a third-party
+        # client reads `block_expire_time`. A block without an end lasts until reset_blocks.
+        self._block_ends: dict[str, float] = {}
+        self.block_time_format = "seconds"  # or "ms", or "text" (local "YYYY-MM-DD HH:MM:SS")
         # How a real PBX turns a token away at the WebSocket is undocumented (an HTTP status, a
         # JSON errcode frame instead of the subscribe ack, or a close): the simulator can do each,
         # for the tokens live when asked (None: every token, new ones too).
@@ -384,9 +389,16 @@ class PbxSimulator:
 
     def _get_token(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
         ip = request.remote or "unknown"
+        ends = self._block_ends.get(ip)
+        if ip in self._blocked_ips and ends is not None and time.time() >= ends:
+            self._blocked_ips.discard(ip)
+            self._block_ends.pop(ip, None)
+            self._auth_failures.pop(ip, None)
         if ip in self._blocked_ips:
             # 70004 vs 70087 for a blocked IP is unconfirmed (docs/pbx.md); 70004 reads closest.
-            return result(70004)
+            if ends is None:
+                return result(70004)
+            return result(70004, block_expire_time=self._block_time(ends))
         for name in ("username", "password"):
             if not params.get(name):
                 return param_error(name)
@@ -705,8 +717,30 @@ class PbxSimulator:
             entry["enb_call_status"] = int(call_status)
         return dict(entry)
 
+    def _block_time(self, ends: float) -> int | str:
+        if self.block_time_format == "ms":
+            return int(ends * 1000)
+        if self.block_time_format == "text":
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ends))
+        return int(ends)
+
+    def block(
+        self, ip: str = "127.0.0.1", *, expire_in: float | None = None, form: str = "seconds"
+    ) -> None:
+        """Block ``ip`` as after 5 failed logins; with ``expire_in`` the block ends by itself
+        and 70004 answers say when, written as ``form`` (seconds, ms or text)."""
+        if form not in {"seconds", "ms", "text"}:
+            raise ValueError("form must be seconds, ms or text")
+        self._blocked_ips.add(ip)
+        self.block_time_format = form
+        if expire_in is None:
+            self._block_ends.pop(ip, None)
+        else:
+            self._block_ends[ip] = time.time() + expire_in
+
     def reset_blocks(self) -> list[str]:
         cleared = sorted(self._blocked_ips)
+        self._block_ends.clear()
         self._blocked_ips.clear()
         self._auth_failures.clear()
         return cleared
@@ -847,6 +881,9 @@ class SimulatorThread:
 
     def reset_blocks(self) -> list[str]:
         return self._call(self.sim.reset_blocks)
+
+    def block(self, ip: str = "127.0.0.1", **options: Any) -> None:
+        self._call(self.sim.block, ip, **options)
 
     def reject_websockets(self, how: str, *, every_token: bool = False) -> int:
         return self._call(self.sim.reject_websockets, how, every_token=every_token)
