@@ -105,6 +105,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "screening.context_processors.pbx_link",
+                "screening.context_processors.trunk_warning",
             ],
         },
     },

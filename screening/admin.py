@@ -29,7 +29,13 @@ from screening.models import (
 )
 from screening.pbx.blocklist import LIST_NAME, push_permanent_blocks
 from screening.pbx.client import PbxClient
-from screening.pbx.trunks import PBX_PROBLEMS, enable_control_inbound, sync_trunks
+from screening.pbx.trunks import (
+    PBX_PROBLEMS,
+    MonitorResult,
+    check_monitors,
+    enable_control_inbound,
+    sync_trunks,
+)
 from screening.reports.params import EARLIEST, LATEST
 
 
@@ -98,12 +104,14 @@ class TrunkAdmin(CheckedAdmin):
         "refused_today",
         "expired_today",
         "auto_created",
+        "control_inbound_at_pbx",
+        "call_status_at_pbx",
     )
     list_editable = ("label", "screening_enabled", "fallback_policy")
     list_filter = ("screening_enabled", "fallback_policy", "auto_created")
     list_select_related = ("operator_group",)
     search_fields = ("name", "label")
-    actions = ("sync_from_pbx", "turn_on_control_inbound")
+    actions = ("sync_from_pbx", "check_at_pbx", "turn_on_control_inbound")
     fieldsets = (
         (None, {"fields": ("name", "label", "screening_enabled", "operator_group")}),
         ("When no operator is online", {"fields": ("fallback_policy",)}),
@@ -144,6 +152,14 @@ class TrunkAdmin(CheckedAdmin):
     def expired_today(self, trunk: Trunk) -> int:
         return trunk.n_expired  # type: ignore[attr-defined]
 
+    @admin.display(description="Control Inbound Call at PBX", ordering="pbx_control_inbound")
+    def control_inbound_at_pbx(self, trunk: Trunk) -> str:
+        return _at_pbx(trunk, trunk.pbx_control_inbound, alarming=trunk.screening_enabled)
+
+    @admin.display(description="Call Status at PBX", ordering="pbx_call_status")
+    def call_status_at_pbx(self, trunk: Trunk) -> str:
+        return _at_pbx(trunk, trunk.pbx_call_status, alarming=False)
+
     def get_urls(self) -> list[Any]:
         # Also a button above the list: actions need a selection, and a new install has no rows.
         sync = path(
@@ -180,6 +196,36 @@ class TrunkAdmin(CheckedAdmin):
                 f"Not on the PBX (kept, for their call history): {', '.join(result.not_on_pbx)}",
                 messages.WARNING,
             )
+        if result.monitor is not None:
+            self._monitor_messages(request, result.monitor)
+
+    @admin.action(description="Check at the PBX (Control Inbound Call, Call Status)")
+    def check_at_pbx(self, request: HttpRequest, queryset: QuerySet[Trunk]) -> None:
+        # Every trunk is read (one list at the PBX); the selection does not matter.
+        try:
+            result = check_monitors(PbxClient.from_settings())
+        except PBX_PROBLEMS as exc:
+            self.message_user(
+                request, f"Could not read the PBX's Trunk Status Monitor: {exc}", messages.ERROR
+            )
+            return
+        self.message_user(
+            request,
+            f"Checked at the PBX: Control Inbound Call on for {len(result.controlled)}, "
+            f"off for {len(result.off)}, not in the PBX's monitor list: {len(result.not_listed)}.",
+            messages.SUCCESS,
+        )
+        self._monitor_messages(request, result)
+
+    def _monitor_messages(self, request: HttpRequest, result: MonitorResult) -> None:
+        if result.unscreened:
+            self.message_user(
+                request,
+                "Calls on these trunks are routed without being screened (Control Inbound Call "
+                f"is not on at the PBX): {', '.join(result.unscreened)}. Select them and use "
+                '"Turn on Control Inbound Call on the PBX".',
+                messages.WARNING,
+            )
 
     @admin.action(description="Turn on Control Inbound Call on the PBX", permissions=("change",))
     def turn_on_control_inbound(self, request: HttpRequest, queryset: QuerySet[Trunk]) -> None:
@@ -199,6 +245,27 @@ class TrunkAdmin(CheckedAdmin):
             self.message_user(
                 request, f"Not found on the PBX: {', '.join(missing)}", messages.WARNING
             )
+
+
+def _at_pbx(trunk: Trunk, value: bool | None, *, alarming: bool) -> str:
+    """A Trunk Status Monitor flag as last read from the PBX: on, OFF, not at PBX, not checked."""
+    checked = trunk.pbx_monitor_checked_at
+    if checked is None:
+        return format_html(
+            '<span class="pbx-flag" data-flag="{}">{}</span>', "unchecked", "not checked"
+        )
+    when = f"read {timezone.localtime(checked):%Y-%m-%d %H:%M}"
+    if value is True:
+        return format_html('<span class="pbx-flag" data-flag="on" title="{}">on</span>', when)
+    word, flag = ("OFF", "off") if value is False else ("not at PBX", "absent")
+    style = "color:#b00020;font-weight:bold" if alarming else ""
+    return format_html(
+        '<span class="pbx-flag" data-flag="{}" title="{}" style="{}">{}</span>',
+        flag,
+        when,
+        style,
+        word,
+    )
 
 
 @admin.register(Rule)

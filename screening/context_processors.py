@@ -4,7 +4,8 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from screening.pbx import link
+from screening import health
+from screening.pbx import link, trunks
 
 
 def pbx_link(request: HttpRequest) -> dict[str, Any]:
@@ -14,3 +15,21 @@ def pbx_link(request: HttpRequest) -> dict[str, Any]:
     if user is None or not link.may_see(user):
         return {}
     return {"pbx_link": link.get_state()}
+
+
+def trunk_warning(request: HttpRequest) -> dict[str, Any]:
+    """Supervisors' and staff's warning about trunks screening expects but the PBX does not
+    hold for it (Control Inbound Call off, as last read): their calls are never screened, and no
+    event says so."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated or not user.is_active:
+        return {}
+    if not (user.is_staff or user.has_perm("screening.view_audit")):
+        return {}
+    try:
+        found = trunks.unscreened_trunks()
+    except health.UNAVAILABLE:
+        return {}  # the page itself reports a database outage
+    if not found:
+        return {}
+    return {"trunk_warning": {"trunks": found, "message": trunks.describe_unscreened(found)}}

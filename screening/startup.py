@@ -27,7 +27,7 @@ from screening import health, runtime
 from screening.calls import endings, push
 from screening.calls.intake import handle_event
 from screening.contacts import sync as contact_sync
-from screening.pbx import link
+from screening.pbx import link, trunks
 from screening.pbx.client import PbxClient, PbxNotConfigured
 from screening.pbx.listener import PbxListener
 from screening.reports import rollup
@@ -87,6 +87,8 @@ async def sweep_forever(interval: float = SWEEP_INTERVAL) -> None:
         # Every CONTACT_SYNC_MINUTES, one process copies the PBX's company contacts, in a task
         # of its own (PBX and database pools): the sweep never waits for it.
         contact_sync.scheduler.tick()
+        # Every few minutes, one process reads which trunks the PBX really holds for screening.
+        trunks.monitor_check.tick()
         if rollup.due():
             try:
                 await runtime.run_blocking(rollup.run_if_due)

@@ -28,7 +28,7 @@ from screening.calls.intake import handle_event
 from screening.calls.memory import ActionError
 from screening.calls.payload import call_payload
 from screening.models import MAX_PK, Call, CallStatus, Decision
-from screening.pbx import link
+from screening.pbx import link, trunks
 from screening.pbx.events import EventError, parse_event
 from screening.runtime import run_blocking
 
@@ -196,9 +196,26 @@ def _signature_ok(secret: str, body: bytes, given: str) -> bool:
     return hmac.compare_digest(given.strip().encode(), expected.encode())
 
 
+WEBHOOK_NOT_POST = (
+    "The PBX's webhook must use request method POST: in the PBX's webhook settings "
+    "(Integrations > API > Webhook Event Push), set Request Method to POST. pbxscreen reads the "
+    "event from the request body and checks its X-Signature there."
+)
+
+
 @csrf_exempt  # the PBX cannot send a CSRF token; the HMAC signature authenticates it instead
-@require_POST
 async def webhook(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        # The PBX offers GET or POST for a webhook; how it encodes an event in a GET is not
+        # documented, so only POST is taken, and a PBX set to GET is told how to fix it.
+        log.warning(
+            "webhook %s delivery refused from %s: the PBX's webhook must be set to POST",
+            request.method,
+            request.META.get("REMOTE_ADDR"),
+        )
+        refused = _error(405, WEBHOOK_NOT_POST)
+        refused["Allow"] = "POST"
+        return refused
     secret = settings.PBX_WEBHOOK_SECRET
     if not secret:
         log.warning("webhook call refused: PBX_WEBHOOK_SECRET is not set")
@@ -262,6 +279,18 @@ async def _shows_detail(request: HttpRequest) -> bool:
     return bool(user.is_active and user.is_staff)
 
 
+async def _trunks_check(details: dict[str, str]) -> tuple[str, list[str]]:
+    """("ok" | "not_screened" | "unknown", the names of the trunks not screened)."""
+    try:
+        found = await run_blocking(trunks.unscreened_trunks)
+    except health.UNAVAILABLE:
+        return "unknown", []  # the database check reports the outage itself
+    if not found:
+        return "ok", []
+    details["trunks"] = trunks.describe_unscreened(found)
+    return "not_screened", [trunk.name for trunk in found]
+
+
 @require_GET
 async def healthz(request: HttpRequest) -> HttpResponse:
     """JSON: each check's state word and an overall status; 503 when this process cannot serve.
@@ -283,17 +312,23 @@ async def healthz(request: HttpRequest) -> HttpResponse:
     lookup = await run_blocking(lookups.health)
     if lookup["reason"]:
         details["lookups"] = lookup["reason"]
-    degraded = pbx["unscreened"] or lookup["state"] in {"slow", "failing"}
+    # Trunks screening expects whose calls the PBX does not hold for us (Control Inbound Call
+    # off, as last read): routed unscreened, silently, link up or not.
+    trunks_state, unscreened = await _trunks_check(details)
+    degraded = pbx["unscreened"] or lookup["state"] in {"slow", "failing"} or trunks_state != "ok"
     body: dict[str, Any] = {
         "status": "failing" if failing else ("degraded" if degraded else "ok"),
         **checks,
         "pbx_link": {"state": pbx["state"]},
         "lookups": lookup["state"],
+        "trunks": trunks_state,
     }
     if await _shows_detail(request):
         body["pbx_link"] = {
-            k: pbx[k] for k in ("state", "detail", "since", "unscreened", "message")
+            k: pbx[k]
+            for k in ("state", "detail", "since", "blocked_until", "unscreened", "message")
         }
         body["details"] = details
         body["lookup_counts"] = lookup["counts"]
+        body["unscreened_trunks"] = unscreened
     return JsonResponse(body, status=503 if failing else 200)

@@ -23,12 +23,14 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 from django.core.cache import BaseCache
 from django.core.cache import cache as default_cache
+from django.utils import timezone
 
 log = logging.getLogger("screening.pbx")
 
@@ -69,6 +71,41 @@ class PbxError(Exception):
 
 class PbxAuthError(PbxError):
     """Credentials refused or IP blocked: the client stops asking for tokens (see auth_lockout)."""
+
+    @property
+    def blocked_until(self) -> float | None:
+        """When the PBX says its IP block ends (epoch seconds), if it said so."""
+        value = self.detail.get("blocked_until")
+        return float(value) if isinstance(value, int | float) else None
+
+
+# An IP block's end as a 70004 answer may carry it. A third-party client reads
+# `block_expire_time`; neither the field nor its format is documented (unconfirmed), so Unix
+# seconds, Unix milliseconds and a "YYYY-MM-DD HH:MM:SS" text (read in TIME_ZONE, as the PBX's
+# other times are its local time) are all taken. The client waits for it, within these bounds:
+# never logging in again sooner than the minimum (a block that ends "in the past" is a clock
+# disagreement, not an invitation), never waiting longer than the maximum for one more try.
+BLOCK_WAIT_MIN_SECONDS = 60.0
+BLOCK_WAIT_MAX_SECONDS = 3600.0
+
+
+def block_expiry(value: Any) -> float | None:
+    """``block_expire_time`` as epoch seconds, or None when absent or unreadable."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            value = int(text)
+        else:
+            try:
+                when = datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+            except ValueError:
+                return None
+            return timezone.make_aware(when).timestamp()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if value > 1e11:  # milliseconds (seconds this large are thousands of years away)
+        value = value / 1000
+    return float(value) if value > 1e9 else None
 
 
 class PbxTransportError(Exception):
@@ -161,6 +198,7 @@ class PbxClient:
         cache: BaseCache | None = None,
         user_agent: str = "pbxscreen/0.1 OpenAPI",
         timeout: float = 5.0,
+        block_wait: tuple[float, float] = (BLOCK_WAIT_MIN_SECONDS, BLOCK_WAIT_MAX_SECONDS),
     ) -> None:
         if not base_url or not client_id or not client_secret:
             raise PbxNotConfigured("base_url, client_id and client_secret are required")
@@ -173,6 +211,7 @@ class PbxClient:
         self.client_id = client_id
         self._secret = client_secret
         self.timeout = timeout
+        self.block_wait = block_wait  # (min, max) seconds to wait out an IP block with an end
         self.user_agent = user_agent
         self._cache: BaseCache = cache if cache is not None else default_cache
         # Keys name the PBX and credentials only through a hash: the secret never appears in clear,
@@ -340,11 +379,14 @@ class PbxClient:
     def _raise_if_locked_out(self) -> None:
         lockout = self._cache.get(self._lockout_key)
         if isinstance(lockout, dict):
+            detail: dict[str, Any] = {"lockout": str(lockout.get("reason", ""))}
+            if isinstance(lockout.get("blocked_until"), int | float):
+                detail["blocked_until"] = lockout["blocked_until"]
             raise PbxAuthError(
                 int(lockout.get("errcode", -1)),
                 str(lockout.get("errmsg", "")),
                 "get_token",
-                {"lockout": str(lockout.get("reason", ""))},
+                detail,
             )
 
     def _raise_if_recent_failure(self) -> None:
@@ -367,18 +409,30 @@ class PbxClient:
         self._cache.delete(self._lockout_key)
         self._cache.delete(self._failure_key)
 
-    def _record_lockout(self, error: PbxError) -> None:
+    def _record_lockout(self, error: PbxAuthError) -> None:
+        blocked_until = error.blocked_until
         reason = (
             f"the PBX refused our login or blocked this IP ({error.endpoint}: errcode "
             f"{error.errcode} {error.errmsg}); fix PBX_CLIENT_ID/PBX_CLIENT_SECRET or unblock "
             "this IP under Security > Security Rules > Blocked IPs, then reset the lockout"
         )
-        # No expiry: 5 failures block the IP and the block duration is unconfirmed. The key
-        # hashes the credentials, so new credentials start unlocked.
+        # No expiry unless the PBX gave one: 5 failures block the IP and the block duration is
+        # unconfirmed. With one, logins wait for it (within the bounds above) and resume by
+        # themselves. The key hashes the credentials, so new credentials start unlocked.
+        timeout: float | None = None
+        if blocked_until is not None:
+            reason += f"; the PBX says the block ends {show_time(blocked_until)}"
+            shortest, longest = self.block_wait
+            timeout = min(longest, max(shortest, blocked_until - time.time()))
+        lockout = {
+            "errcode": error.errcode,
+            "errmsg": error.errmsg,
+            "reason": reason,
+            "at": time.time(),
+            "blocked_until": blocked_until,
+        }
         self._cache.set(
-            self._lockout_key,
-            {"errcode": error.errcode, "errmsg": error.errmsg, "reason": reason, "at": time.time()},
-            timeout=None,
+            self._lockout_key, lockout, timeout=None if timeout is None else math.ceil(timeout)
         )
         log.error("pbx authentication failed, no more logins: %s", reason)
 
@@ -446,7 +500,10 @@ class PbxClient:
         # "username or password"). A bare -1 there is treated the same: a wrong lockout costs a
         # reset, a wrong guess costs an IP block after 5 tries.
         if errcode in IP_BLOCKED_ERRCODES or (endpoint == "get_token" and errcode == -1):
-            error: PbxError = PbxAuthError(errcode, errmsg, endpoint, detail)
+            blocked_until = block_expiry(data.get("block_expire_time"))
+            if blocked_until is not None:
+                detail["blocked_until"] = blocked_until
+            error = PbxAuthError(errcode, errmsg, endpoint, detail)
             self._record_lockout(error)
             return error
         return PbxError(errcode, errmsg, endpoint, detail)
@@ -645,6 +702,12 @@ class PbxClient:
         scheme = "wss" if parts.scheme == "https" else "ws"
         path = parts.path.rstrip("/") + API_PATH + "subscribe"
         return urlunsplit((scheme, parts.netloc, path, f"access_token={quote(token)}", ""))
+
+
+def show_time(epoch: float) -> str:
+    """An instant as people here read it: local time (TIME_ZONE) with its zone."""
+    local = timezone.localtime(datetime.fromtimestamp(epoch, tz=UTC))
+    return local.strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def _check_time_left(endpoint: str, deadline: float | None) -> float:

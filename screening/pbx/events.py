@@ -138,6 +138,24 @@ Frame: TypeAlias = HeartbeatResponse | SubscribeAck | Event
 # --- JSON decoding ------------------------------------------------------------------------------
 
 
+class _JsonFloat(float):
+    """A JSON number with a fraction or exponent that remembers how it was written: a call id
+    sent as the number 1648861726.280 must read "1648861726.280", as the same id sent as text
+    does in the call's other events, not Python's "1648861726.28"."""
+
+    text: str
+
+    def __new__(cls, literal: str) -> _JsonFloat:
+        number = super().__new__(cls, literal)
+        number.text = literal
+        return number
+
+
+def _number_text(value: float) -> str:
+    """A JSON number as the text the PBX wrote (integers exactly; see _JsonFloat)."""
+    return getattr(value, "text", None) or str(value)
+
+
 def _reject_constant(name: str) -> Any:
     raise EventError(f"JSON constant {name} is not allowed")
 
@@ -156,7 +174,7 @@ def _loads(text: str | bytes, what: str) -> Any:
     ):
         raise EventError(f"{what} is larger than {MAX_FRAME_BYTES} bytes")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_JsonFloat)
     except EventError:
         raise
     except RecursionError:
@@ -194,15 +212,16 @@ class _Fields:
         *,
         limit: int = MAX_FIELD_CHARS,
         required: bool = False,
-        number: bool = False,
         upper: bool = False,
         exact: bool = False,
     ) -> str:
         """A trimmed string field, shortened to ``limit`` (``exact``: refused instead).
 
-        ``required`` means present and non-blank; otherwise it defaults to ''. ``number`` also
-        takes a JSON integer (some PBX pages type numbers as Integer). ``upper`` upper-cases
-        before shortening, since upper-casing can lengthen a string ("ß" → "SS").
+        ``required`` means present and non-blank; otherwise it defaults to ''. A JSON number is
+        taken as the text it was written as: the P-Series pages type numbers and ids as String,
+        some older pages as Integer, so the PBX may send either (unconfirmed which). Booleans,
+        null, objects and arrays stay refused. ``upper`` upper-cases before shortening, since
+        upper-casing can lengthen a string ("ß" → "SS").
         """
         path = f"{where}.{key}"
         if key not in obj:
@@ -210,8 +229,8 @@ class _Fields:
                 raise EventError(f"{path} is missing")
             return ""
         sent = obj[key]
-        if number and isinstance(sent, int) and not isinstance(sent, bool):
-            sent = str(sent)
+        if isinstance(sent, int | float) and not isinstance(sent, bool):
+            sent = _number_text(sent)
         if not isinstance(sent, str):
             raise EventError(f"{path} must be a string, not {_kind(sent)}")
         _check_characters(sent, path)
@@ -347,8 +366,8 @@ def _incoming_call(msg: dict[str, Any], sn: str, fields: _Fields) -> IncomingCal
             channel_id=fields.text(
                 inbound, "channel_id", where, limit=CHANNEL_ID_CHARS, required=True, exact=True
             ),
-            caller=fields.text(inbound, "from", where, limit=NUMBER_CHARS, number=True),
-            called=fields.text(inbound, "to", where, limit=NUMBER_CHARS, number=True),
+            caller=fields.text(inbound, "from", where, limit=NUMBER_CHARS),
+            called=fields.text(inbound, "to", where, limit=NUMBER_CHARS),
             trunk_name=fields.text(
                 inbound, "trunk_name", where, limit=TRUNK_NAME_CHARS, required=True
             ),
@@ -375,12 +394,12 @@ def _call_state_changed(msg: dict[str, Any], sn: str, fields: _Fields) -> CallSt
         )
         status = fields.text(info, "member_status", where, required=True, upper=True)
         if kind == "extension":
-            number = fields.text(info, "number", where, limit=NUMBER_CHARS, number=True)
+            number = fields.text(info, "number", where, limit=NUMBER_CHARS)
             caller = called = trunk_name = ""
         else:
             number = ""
-            caller = fields.text(info, "from", where, limit=NUMBER_CHARS, number=True)
-            called = fields.text(info, "to", where, limit=NUMBER_CHARS, number=True)
+            caller = fields.text(info, "from", where, limit=NUMBER_CHARS)
+            called = fields.text(info, "to", where, limit=NUMBER_CHARS)
             trunk_name = fields.text(info, "trunk_name", where, limit=TRUNK_NAME_CHARS)
         parsed.append(
             CallMember(
@@ -404,12 +423,12 @@ def _cdr(msg: dict[str, Any], sn: str, fields: _Fields) -> CallDetailRecord:
         call_id=fields.text(msg, "call_id", where, limit=CALL_ID_CHARS, required=True),
         sn=sn,
         status=fields.text(msg, "status", where, required=True, upper=True),
-        call_from=fields.text(msg, "call_from", where, limit=NUMBER_CHARS, number=True),
-        call_to=fields.text(msg, "call_to", where, limit=NUMBER_CHARS, number=True),
+        call_from=fields.text(msg, "call_from", where, limit=NUMBER_CHARS),
+        call_to=fields.text(msg, "call_to", where, limit=NUMBER_CHARS),
         call_duration=_opt_int(msg, "call_duration", where),
         talk_duration=_opt_int(msg, "talk_duration", where),
         src_trunk_name=fields.text(msg, "src_trunk_name", where, limit=TRUNK_NAME_CHARS),
-        did_number=fields.text(msg, "did_number", where, limit=NUMBER_CHARS, number=True),
+        did_number=fields.text(msg, "did_number", where, limit=NUMBER_CHARS),
         time_start=fields.text(msg, "time_start", where),
         call_type=fields.text(msg, "type", where),
         # The whole record (bounded by the frame size) for the audit trail. A plain dict, not a

@@ -12,6 +12,7 @@ supervisors in the banner, staff and monitors holding ``HEALTHZ_TOKEN`` on /heal
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -40,13 +41,22 @@ def _stale_after() -> float:
     return max(3 * settings.PBX_HEARTBEAT_SECONDS, 5.0)
 
 
-def set_state(state: str, detail: str = "") -> dict[str, Any]:
-    """Record the link state; pushes it to operators when it changed."""
+def set_state(
+    state: str, detail: str = "", *, blocked_until: float | None = None
+) -> dict[str, Any]:
+    """Record the link state; pushes it to operators when it changed. ``blocked_until``: when
+    the PBX says its block of our IP ends (epoch seconds), if it said so."""
     now = time.time()
     previous = cache.get(KEY) or {}
     changed = previous.get("state") != state or previous.get("detail") != detail
     since = now if previous.get("state") != state else previous.get("since", now)
-    value = {"state": state, "detail": detail, "since": since, "updated": now}
+    value = {
+        "state": state,
+        "detail": detail,
+        "since": since,
+        "updated": now,
+        "blocked_until": blocked_until,
+    }
     cache.set(KEY, value, timeout=None)
     if changed:
         push.publish("link", {"link": describe(value)})
@@ -117,10 +127,16 @@ def get_state() -> dict[str, Any]:
 def describe(value: dict[str, Any]) -> dict[str, Any]:
     state = value["state"]
     since = value.get("since")
+    blocked_until = value.get("blocked_until")
     return {
         "state": state,
         "detail": value.get("detail", ""),
         "since": int(since * 1000) if since else None,
+        "blocked_until": (
+            datetime.fromtimestamp(blocked_until, tz=UTC).isoformat()
+            if isinstance(blocked_until, int | float)
+            else None
+        ),
         "unscreened": state in UNSCREENED,
         "message": _message(state, value.get("detail", "")),
     }

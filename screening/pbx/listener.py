@@ -19,7 +19,13 @@ from datetime import UTC, datetime
 import aiohttp
 
 from screening.pbx import link
-from screening.pbx.client import PbxAuthError, PbxClient, PbxError, PbxTransportError
+from screening.pbx.client import (
+    PbxAuthError,
+    PbxClient,
+    PbxError,
+    PbxTransportError,
+    show_time,
+)
 from screening.pbx.events import (
     Event,
     EventError,
@@ -32,6 +38,13 @@ from screening.runtime import run_blocking
 log = logging.getLogger("screening.pbx.listener")
 
 TOPICS = (30016, 30011, 30012)
+# How a PBX turns a bad token away at the WebSocket is undocumented: an HTTP status, a JSON
+# errcode frame instead of the subscribe ack, or a close are all plausible. So after this many
+# failed handshakes in a row, of any of those kinds, the shared token is dropped and renewed.
+HANDSHAKE_FAILURES_BEFORE_RENEWAL = 3
+# At most one such renewal per this long: if the new token fails too, the fault is not the
+# token, and a renewal every few seconds would fill the PBX's 8-token cap.
+HANDSHAKE_RENEWAL_GAP = 300.0
 # Calls whose events are handled at once (each holds a worker-pool thread while it runs).
 MAX_CONCURRENT_EVENTS = 16
 Handler = Callable[[Event, datetime], Awaitable[None]]  # (event, when its frame arrived)
@@ -52,6 +65,7 @@ class PbxListener:
         backoff_base: float = 0.2,
         backoff_cap: float = 1.5,
         auth_retry: float = 30.0,
+        renewal_gap: float = HANDSHAKE_RENEWAL_GAP,
     ) -> None:
         self.client = client
         self.handler = handler
@@ -65,6 +79,9 @@ class PbxListener:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.auth_retry = auth_retry
+        self.renewal_gap = renewal_gap
+        self._failed_handshakes = 0
+        self._renewed_at: float | None = None  # monotonic time of the last renewal they forced
         self.connected = asyncio.Event()
         self._stopping = asyncio.Event()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -81,11 +98,16 @@ class PbxListener:
                     attempt = 0
                     reason = "the PBX closed the connection"
                 except PbxAuthError as exc:
-                    log.error(
-                        "PBX authentication failed: %s %s; not retrying", exc.errcode, exc.errmsg
-                    )
-                    await self._set_state(link.AUTH_FAILED, f"{exc.errcode} {exc.errmsg}")
-                    await self._sleep(self.auth_retry)
+                    detail = f"{exc.errcode} {exc.errmsg}"
+                    wait = self.auth_retry
+                    if exc.blocked_until is not None:
+                        detail += f", blocked until {show_time(exc.blocked_until)}"
+                        # The lockout ends with the block (within the client's bounds): look
+                        # again then, not up to auth_retry later.
+                        wait = min(wait, max(0.1, exc.blocked_until - time.time() + 0.5))
+                    log.error("PBX authentication failed: %s; not retrying", detail)
+                    await self._set_state(link.AUTH_FAILED, detail, blocked_until=exc.blocked_until)
+                    await self._sleep(wait)
                     continue
                 except (
                     PbxError,
@@ -120,9 +142,11 @@ class PbxListener:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
-    async def _set_state(self, state: str, detail: str = "") -> None:
+    async def _set_state(
+        self, state: str, detail: str = "", *, blocked_until: float | None = None
+    ) -> None:
         try:
-            await run_blocking(link.set_state, state, detail)
+            await run_blocking(link.set_state, state, detail, blocked_until=blocked_until)
         except Exception as exc:
             # The link state is advisory (banner, /healthz): a cache outage must not cut the link.
             log.warning("could not record the PBX link state %r: %s", state, exc)
@@ -141,14 +165,19 @@ class PbxListener:
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
                 max_msg_size=1024 * 1024,
             )
-        except aiohttp.WSServerHandshakeError as exc:
-            if exc.status == 401:
-                # Our token was refused at the door: let the client get a fresh one next time.
-                await run_blocking(self.client.forget_token, token)
+        except Exception as exc:
+            if _turned_away(exc):
+                await self._handshake_failed(token)
             raise
         self._ws = ws
         try:
-            await self._subscribe(ws)
+            try:
+                await self._subscribe(ws)
+            except (PbxError, LinkDead, aiohttp.ClientError, ConnectionError):
+                # An errcode frame instead of the ack, or the socket closed before it.
+                await self._handshake_failed(token)
+                raise
+            self._failed_handshakes = 0
             await self._set_state(link.UP)
             self.connected.set()
             log.info("PBX link up (%s)", self.client.base_url)
@@ -156,6 +185,23 @@ class PbxListener:
         finally:
             self._ws = None
             await ws.close()
+
+    async def _handshake_failed(self, token: str) -> None:
+        """Count a handshake the PBX turned away; the third in a row drops the shared token so
+        the next attempt gets a new one (refresh_token first, so usually no login at all)."""
+        self._failed_handshakes += 1
+        if self._failed_handshakes < HANDSHAKE_FAILURES_BEFORE_RENEWAL:
+            return
+        now = time.monotonic()
+        if self._renewed_at is not None and now - self._renewed_at < self.renewal_gap:
+            return  # renewed lately and still refused: keep the token, keep backing off
+        log.warning(
+            "the PBX turned away %d WebSocket handshakes in a row: renewing the token",
+            self._failed_handshakes,
+        )
+        self._failed_handshakes = 0
+        self._renewed_at = now
+        await run_blocking(self.client.forget_token, token)
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if self.verify is False:
@@ -283,6 +329,16 @@ async def _drain(queue: asyncio.Queue[tuple[Event, datetime]], worker: asyncio.T
     except TimeoutError:
         log.error("%d PBX events were still queued when the link closed", queue.qsize())
     worker.cancel()
+
+
+def _turned_away(exc: BaseException) -> bool:
+    """The PBX answered the WebSocket handshake and refused it (an HTTP status, or the
+    connection closed under it). Not: the PBX unreachable or slow, which no new token fixes."""
+    if isinstance(exc, aiohttp.WSServerHandshakeError | aiohttp.ServerDisconnectedError):
+        return True
+    return isinstance(exc, aiohttp.ClientOSError) and not isinstance(
+        exc, aiohttp.ClientConnectorError
+    )
 
 
 def _describe(exc: BaseException) -> str:

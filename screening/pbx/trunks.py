@@ -1,17 +1,44 @@
-"""The PBX's trunks: create ours from its list, and turn on what screening needs on the PBX
-(Control Inbound Call, and Call Status so we hear callers hang up). Used by Django admin."""
+"""The PBX's trunks: create ours from its list, turn on what screening needs on the PBX (Control
+Inbound Call, and Call Status so we hear callers hang up), and read back what the PBX's Trunk
+Status Monitor really holds. Used by Django admin and the sweeper.
+
+A trunk whose Control Inbound Call is off at the PBX sends no 30016: its calls are routed with
+nobody asked, and nothing in the event stream shows it. Only reading the monitor list does, so it
+is read at every trunk sync, by the admin's "Check at the PBX", after turning the flag on, and
+every MONITOR_CHECK_SECONDS by one process's sweeper (a cache key is the schedule and the lock,
+as for the contact sync).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from screening import runtime
 from screening.models import Trunk
 from screening.pbx.client import PbxClient, PbxError, PbxNotConfigured, PbxTransportError
 from screening.pbx.events import TRUNK_NAME_CHARS, shortened
 
+log = logging.getLogger("screening.pbx.trunks")
+
 # Everything that can go wrong talking to the PBX from an admin page: shown as a message.
 PBX_PROBLEMS = (PbxError, PbxTransportError, PbxNotConfigured)
+
+# One GET of a short list: cheap for the PBX, and a trunk switched off on the PBX's web page is
+# reported within this long.
+MONITOR_CHECK_SECONDS = 300
+MONITOR_RETRY_SECONDS = 60  # after a failed read: sooner than a whole interval
+MONITOR_CHECK_KEY = "pbxscreen:pbx:trunk-monitor-check"
 
 
 @dataclass
@@ -20,14 +47,29 @@ class SyncResult:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     not_on_pbx: list[str] = field(default_factory=list)
+    monitor: MonitorResult | None = None
+
+
+@dataclass
+class MonitorResult:
+    """What one read of the PBX's Trunk Status Monitor found, by our trunk names."""
+
+    controlled: list[str] = field(default_factory=list)  # Control Inbound Call on
+    off: list[str] = field(default_factory=list)  # listed with Control Inbound Call off
+    not_listed: list[str] = field(default_factory=list)  # ours, absent from the PBX's list
+    unscreened: list[str] = field(default_factory=list)  # screening on here, not held there
 
 
 def sync_trunks(client: PbxClient) -> SyncResult:
-    """Create or update a Trunk per PBX trunk (``trunk/list``), matched by name. Labels that
-    admins set are kept; a trunk created by an unknown call becomes a known one."""
+    """Create or update a Trunk per PBX trunk (``trunk/list``), matched by name, and record
+    what the PBX's Trunk Status Monitor holds for each. Labels that admins set are kept; a trunk
+    created by an unknown call becomes a known one. Both lists are read before anything is
+    written."""
+    items = client.trunk_list()
+    monitors = client.trunk_monitors()
     result = SyncResult()
     names: set[str] = set()
-    for item in client.trunk_list():
+    for item in items:
         name = _name(item)
         if not name or name in names:
             continue
@@ -49,6 +91,7 @@ def sync_trunks(client: PbxClient) -> SyncResult:
     result.not_on_pbx = list(
         Trunk.objects.exclude(name__in=names).order_by("name").values_list("name", flat=True)
     )
+    result.monitor = apply_monitors(monitors)
     return result
 
 
@@ -75,4 +118,132 @@ def enable_control_inbound(client: PbxClient, names: list[str]) -> tuple[list[st
                 for name in found
             ]
         )
+        check_monitors(client)  # the trunk list then shows what the PBX now holds
     return found, missing
+
+
+# --- the read-back ----------------------------------------------------------------------------
+
+
+def check_monitors(client: PbxClient) -> MonitorResult:
+    """Read ``trunk_status_monitor/list`` and record it on our trunks."""
+    return apply_monitors(client.trunk_monitors())
+
+
+def _flag(value: Any) -> bool | None:
+    """A documented 0/1 flag; tolerated as a boolean or "0"/"1", anything else is unknown."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | str) and str(value).strip() in {"0", "1"}:
+        return str(value).strip() == "1"
+    return None
+
+
+def apply_monitors(items: list[dict[str, Any]]) -> MonitorResult:
+    """Store, per trunk, what the PBX's monitor list holds (None for a trunk it does not list)."""
+    held: dict[str, tuple[bool | None, bool | None]] = {}
+    for item in items:
+        name = _name(item)
+        if name and name not in held:
+            held[name] = (
+                _flag(item.get("enb_control_inbound_call")),
+                _flag(item.get("enb_call_status")),
+            )
+    now = timezone.now()
+    with transaction.atomic():
+        Trunk.objects.update(
+            pbx_control_inbound=None, pbx_call_status=None, pbx_monitor_checked_at=now
+        )
+        for name, (control, status) in held.items():
+            Trunk.objects.filter(name=name).update(
+                pbx_control_inbound=control, pbx_call_status=status
+            )
+    result = MonitorResult()
+    for trunk in Trunk.objects.order_by("name"):
+        if trunk.name not in held:
+            result.not_listed.append(trunk.name)
+        elif trunk.pbx_control_inbound:
+            result.controlled.append(trunk.name)
+        else:
+            result.off.append(trunk.name)
+        if trunk.screening_enabled and not trunk.pbx_control_inbound:
+            result.unscreened.append(trunk.name)
+    if result.unscreened:
+        log.warning(
+            "Control Inbound Call is not on at the PBX for trunk(s) %s: their calls are routed "
+            "unscreened",
+            ", ".join(result.unscreened),
+        )
+    return result
+
+
+def unscreened_trunks() -> list[Trunk]:
+    """Trunks screening expects that the PBX, when last read, does not hold for screening:
+    Control Inbound Call off, or the trunk absent from its monitor list. Never-read trunks are
+    not counted: nothing is known about them yet."""
+    return list(
+        Trunk.objects.filter(screening_enabled=True, pbx_monitor_checked_at__isnull=False)
+        .filter(Q(pbx_control_inbound=False) | Q(pbx_control_inbound__isnull=True))
+        .order_by("name")
+    )
+
+
+def describe_unscreened(trunks: list[Trunk]) -> str:
+    """The warning for supervisors and /healthz: which trunks, and what to do."""
+    names = ", ".join(
+        trunk.name if trunk.label in ("", trunk.name) else f"{trunk.name} ({trunk.label})"
+        for trunk in trunks
+    )
+    return (
+        f"Control Inbound Call is not on at the PBX for trunk {names}: its calls are routed "
+        "without being screened. Turn it on in Admin > Trunks: select the trunk, then the action "
+        '"Turn on Control Inbound Call on the PBX".'
+    )
+
+
+# --- the sweeper's schedule -------------------------------------------------------------------
+
+
+def _claim() -> bool:
+    return bool(cache.add(MONITOR_CHECK_KEY, uuid.uuid4().hex, MONITOR_CHECK_SECONDS))
+
+
+class MonitorCheck:
+    """Per process: asks for the claim at most every 30 s, never runs two reads at once; the
+    PBX is read in the PBX pool, so the sweeper never waits for it."""
+
+    def __init__(self) -> None:
+        self._next_claim = 0.0
+        self._running: asyncio.Task[Any] | None = None
+
+    def tick(self) -> None:
+        if not settings.PBX_BASE_URL or (self._running is not None and not self._running.done()):
+            return
+        now = time.monotonic()
+        if now < self._next_claim:
+            return
+        self._next_claim = now + 30.0
+        self._running = runtime.spawn(self._run(), "trunk-monitor-check")
+
+    async def _run(self) -> None:
+        try:
+            if not await runtime.run_blocking(_claim):
+                return
+        except Exception as exc:  # the cache is down: the sweeper logs outages already
+            log.debug("trunk monitor check not claimed: %s", exc)
+            return
+        try:
+            client = PbxClient.from_settings()
+            items = await runtime.run_pbx(client.trunk_monitors)
+            await runtime.run_blocking(apply_monitors, items)
+        except Exception as exc:
+            log.warning("could not read the PBX's Trunk Status Monitor: %s", exc)
+            try:
+                await runtime.run_blocking(
+                    cache.set, MONITOR_CHECK_KEY, "failed", MONITOR_RETRY_SECONDS
+                )
+            except Exception as cache_exc:
+                log.debug("trunk monitor retry not scheduled: %s", cache_exc)
+
+
+monitor_check = MonitorCheck()

@@ -97,6 +97,9 @@ class ControlApi:
         router.add_post("/_sim/contacts/{contact_id}", self.contact)
         router.add_delete("/_sim/contacts/{contact_id}", self.contact)
         router.add_get("/_sim/block_numbers", self.block_numbers)
+        router.add_post("/_sim/trunk_monitor", self.trunk_monitor)
+        router.add_post("/_sim/websocket_rejection", self.websocket_rejection)
+        router.add_post("/_sim/block", self.block)
 
     async def inject(self, request: web.Request) -> web.Response:
         body = _json_object(await request.read())
@@ -112,7 +115,13 @@ class ControlApi:
         call = self.sim.book.offer(
             fields["from"], fields["to"], fields["trunk_name"], hangup_after=hangup_after
         )
-        reply = {"envelope": call.envelope, "call_id": call.call_id, "channel_id": call.channel_id}
+        # A call on a trunk without Control Inbound Call is not held: no 30016, envelope {}.
+        reply = {
+            "envelope": call.envelope,
+            "call_id": call.call_id,
+            "channel_id": call.channel_id,
+            "held": bool(call.envelope),
+        }
         return web.json_response(reply, status=201)
 
     async def calls(self, _request: web.Request) -> web.Response:
@@ -202,3 +211,48 @@ class ControlApi:
 
     async def block_numbers(self, _request: web.Request) -> web.Response:
         return web.json_response({"lists": list(self.sim.directory.block_lists.values())})
+
+    async def trunk_monitor(self, request: web.Request) -> web.Response:
+        """POST {trunk_name, control_inbound?, call_status?, listed?}: change a trunk's Trunk
+        Status Monitor as an admin would on the PBX (``listed: false`` takes it off the list)."""
+        body = _json_object(await request.read())
+        name = body.get("trunk_name")
+        flags = {k: body[k] for k in ("control_inbound", "call_status", "listed") if k in body}
+        if not isinstance(name, str) or any(not isinstance(v, bool) for v in flags.values()):
+            return _error("trunk_name (a string) and optional true/false flags expected")
+        try:
+            entry = self.sim.set_trunk_monitor(name, **flags)
+        except KeyError:
+            return _error("unknown trunk_name", 404)
+        return web.json_response({"trunk_name": name, "monitor": entry})
+
+    async def websocket_rejection(self, request: web.Request) -> web.Response:
+        """POST {how: "http_401" | "http_<status>" | "errcode" | "close" | "", every_token?}:
+        turn away WebSocket handshakes made with the tokens live now (or with every token)."""
+        body = _json_object(await request.read())
+        how, every = body.get("how", ""), body.get("every_token", False)
+        if not isinstance(how, str) or not isinstance(every, bool):
+            return _error("how must be a string and every_token true or false")
+        try:
+            tokens = self.sim.reject_websockets(how, every_token=every)
+        except ValueError as exc:
+            return _error(str(exc))
+        return web.json_response({"how": how, "tokens": tokens})
+
+    async def block(self, request: web.Request) -> web.Response:
+        """POST {ip?, expire_in?, form?}: block an IP as after 5 failed logins; with
+        ``expire_in`` (seconds) the block ends by itself and 70004 answers carry
+        ``block_expire_time`` written as ``form`` (seconds, ms or text)."""
+        body = _json_object(await request.read())
+        ip, expire_in, form = (
+            body.get("ip", "127.0.0.1"),
+            body.get("expire_in"),
+            body.get("form", "seconds"),
+        )
+        if not isinstance(ip, str) or (expire_in is not None and not _is_number(expire_in)):
+            return _error("ip must be a string and expire_in a number of seconds")
+        try:
+            self.sim.block(ip, expire_in=expire_in, form=str(form))
+        except ValueError as exc:
+            return _error(str(exc))
+        return web.json_response({"blocked": ip, "expire_in": expire_in, "form": form})

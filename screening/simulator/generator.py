@@ -22,6 +22,9 @@ ACCEPTED = "accepted"
 REFUSED = "refused"
 AUTO_ACCEPTED = "auto_accepted"
 HUNG_UP = "hung_up"
+# The trunk's Control Inbound Call is off at the PBX: no hold and no 30016, the call is routed at
+# once and nobody is asked (pbxscreen cannot see it coming).
+NOT_HELD = "not_held"
 
 # Where the call is now: held in the inbound window, ringing the extension, talking, or over.
 HELD = "held"
@@ -281,7 +284,8 @@ class CallBook:
     def offer(
         self, caller: str, called: str, trunk_name: str, *, hangup_after: float | None = None
     ) -> SimCall:
-        """A call arrives on a controlled trunk: hold it, emit 30016, start the window."""
+        """A call arrives: on a trunk with Control Inbound Call on (or one the simulator does not
+        own), hold it, emit 30016 and start the window; otherwise route it at once, unannounced."""
         trunk = trunk_by_name(trunk_name)
         extension = trunk.extension if trunk else DEFAULT_EXTENSION
         call = SimCall(
@@ -297,6 +301,9 @@ class CallBook:
         self._forget_old_calls()
         self.calls[call.call_id] = call
         self.by_channel[call.channel_id] = call
+        if not self.controls_inbound(trunk_name):
+            self.decide(call, NOT_HELD)
+            return call
         loop = asyncio.get_running_loop()
         timers = self._timers[call.call_id] = CallTimers()
         timers.handles.append(loop.call_later(self.window_seconds, self._window_expired, call))
@@ -315,7 +322,7 @@ class CallBook:
         timers.cancel()
         call.outcome = outcome
         call.decided_at = time.time()
-        if outcome in (ACCEPTED, AUTO_ACCEPTED):
+        if outcome in (ACCEPTED, AUTO_ACCEPTED, NOT_HELD):
             timers.routing = asyncio.ensure_future(self._ring_and_talk(call))
         else:
             self._end(call)
@@ -340,8 +347,16 @@ class CallBook:
             timers.cancel()
 
     def call_status_monitored(self, trunk_name: str) -> bool:
+        return self._monitored(trunk_name, "enb_call_status")
+
+    def controls_inbound(self, trunk_name: str) -> bool:
+        return self._monitored(trunk_name, "enb_control_inbound_call")
+
+    def _monitored(self, trunk_name: str, flag: str) -> bool:
+        # A trunk the monitor list does not hold has every monitoring off; a name the simulator
+        # does not own (tests inject on made-up trunks) is taken as fully monitored.
         trunk = trunk_by_name(trunk_name)
-        return trunk is None or bool(self.monitor[trunk.id]["enb_call_status"])
+        return trunk is None or bool(self.monitor.get(trunk.id, {}).get(flag))
 
     async def generate(self, call_rate: float) -> None:
         """Poisson arrivals at ``call_rate`` per second, some callers hanging up during the hold."""
@@ -349,7 +364,7 @@ class CallBook:
         while True:
             await asyncio.sleep(self.rng.expovariate(call_rate))
             # Calls on trunks without Control Inbound Call are never held nor offered: skip them.
-            trunks = [t for t in TRUNKS if self.monitor[t.id]["enb_control_inbound_call"]]
+            trunks = [t for t in TRUNKS if self.controls_inbound(t.name)]
             if not trunks:
                 continue
             trunk = self.rng.choice(trunks)

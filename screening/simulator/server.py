@@ -165,6 +165,17 @@ class PbxSimulator:
         self._refresh: dict[str, Token] = {}  # by refresh token
         self._auth_failures: dict[str, int] = {}
         self._blocked_ips: set[str] = set()
+        # When a block ends (epoch seconds), and how 70004 answers write it. Whether a PBX block
+        # expires, and the field and format that would say when, are unconfirmed: a third-party
+        # client reads `block_expire_time`. A block without an end lasts until reset_blocks.
+        self._block_ends: dict[str, float] = {}
+        self.block_time_format = "seconds"  # or "ms", or "text" (local "YYYY-MM-DD HH:MM:SS")
+        # How a real PBX turns a token away at the WebSocket is undocumented (an HTTP status, a
+        # JSON errcode frame instead of the subscribe ack, or a close): the simulator can do each,
+        # for the tokens live when asked (None: every token, new ones too).
+        self._ws_reject_how = ""
+        self._ws_reject_tokens: set[str] | None = None
+        self.ws_rejections = 0
         self._sockets: dict[web.WebSocketResponse, set[int]] = {}
         self._log: deque[dict[str, Any]] = deque(maxlen=MAX_LOG_ENTRIES)
         self._log_seq = 0
@@ -378,9 +389,16 @@ class PbxSimulator:
 
     def _get_token(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
         ip = request.remote or "unknown"
+        ends = self._block_ends.get(ip)
+        if ip in self._blocked_ips and ends is not None and time.time() >= ends:
+            self._blocked_ips.discard(ip)
+            self._block_ends.pop(ip, None)
+            self._auth_failures.pop(ip, None)
         if ip in self._blocked_ips:
             # 70004 vs 70087 for a blocked IP is unconfirmed (docs/pbx.md); 70004 reads closest.
-            return result(70004)
+            if ends is None:
+                return result(70004)
+            return result(70004, block_expire_time=self._block_time(ends))
         for name in ("username", "password"):
             if not params.get(name):
                 return param_error(name)
@@ -468,7 +486,8 @@ class PbxSimulator:
         updates: dict[int, dict[str, int]] = {}
         for item in items:
             trunk_id = item.get("trunk_id") if isinstance(item, dict) else None
-            if not isinstance(trunk_id, int) or trunk_id not in self.book.monitor:
+            # Any trunk the PBX owns; one missing from the monitor list is added to it.
+            if not isinstance(trunk_id, int) or trunk_id not in {t.id for t in TRUNKS}:
                 return param_error("trunk_id", "invalid", trunk_id)
             flags = {
                 k: item[k] for k in ("enb_call_status", "enb_control_inbound_call") if k in item
@@ -478,13 +497,19 @@ class PbxSimulator:
                     return param_error(key, "invalid", flag)
             updates[trunk_id] = flags
         for trunk_id, flags in updates.items():
-            self.book.monitor[trunk_id].update(flags)
+            entry = self.book.monitor.setdefault(
+                trunk_id, {"enb_call_status": 0, "enb_control_inbound_call": 0}
+            )
+            entry.update(flags)
         return result(0)
 
     def _monitor_list(self, _request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
         """The read-back of the Trunk Status Monitor settings, paged like the other lists (the
         documented ``sort_by``/``order_by`` are taken as their default, trunk id ascending)."""
-        items = [{"trunk_id": t.id, "name": t.name, **self.book.monitor[t.id]} for t in TRUNKS]
+        monitor = self.book.monitor
+        items = [
+            {"trunk_id": t.id, "name": t.name, **monitor[t.id]} for t in TRUNKS if t.id in monitor
+        ]
         return _paged(items, params)
 
     # ----------------------------------------------------------------- event delivery
@@ -548,9 +573,19 @@ class PbxSimulator:
         if rejection is not None:
             self._record(request, "subscribe", None, errcode, rejection.status)
             return rejection
+        how = self._ws_refusal(request.query.get("access_token"))
+        if how.startswith("http_"):
+            self.ws_rejections += 1
+            status = int(how.removeprefix("http_"))
+            self._record(request, "subscribe", None, 10004, status)
+            return web.json_response(result(10004), status=status)
         ws = web.WebSocketResponse(autoping=True, timeout=2.0)
         await ws.prepare(request)
-        self._record(request, "subscribe", None, None, 101)
+        self._record(request, "subscribe", None, 10004 if how else None, 101)
+        if how:
+            self.ws_rejections += 1
+            await self._refuse_socket(ws, how)
+            return ws
         self._sockets[ws] = set()
         try:
             await self._serve_socket(ws)
@@ -566,6 +601,36 @@ class PbxSimulator:
         if self._live_token(request.query.get("access_token")) is None:
             return web.json_response(result(10004), status=401), 10004
         return None, None
+
+    def _ws_refusal(self, token: str | None) -> str:
+        if not self._ws_reject_how:
+            return ""
+        if self._ws_reject_tokens is not None and token not in self._ws_reject_tokens:
+            return ""
+        return self._ws_reject_how
+
+    async def _refuse_socket(self, ws: web.WebSocketResponse, how: str) -> None:
+        """Upgrade done, then turn the token away: an errcode frame in place of the subscribe
+        ack, or a close before any answer."""
+        if how == "errcode":
+            with contextlib.suppress(TimeoutError):
+                await ws.receive(timeout=2.0)  # the topic_list
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_str(json.dumps(result(10004)))
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"token refused")
+
+    def reject_websockets(self, how: str, *, every_token: bool = False) -> int:
+        """From now on turn away WebSocket handshakes made with the tokens live now (or with
+        every token): ``http_401`` (or any ``http_<status>``), ``errcode`` or ``close``; ``""``
+        stops. Returns how many tokens it applies to (-1: all)."""
+        if how and how not in {"errcode", "close"}:
+            status = how.removeprefix("http_")
+            if not how.startswith("http_") or not status.isdigit() or not 400 <= int(status) < 600:
+                raise ValueError("how must be http_<4xx|5xx>, errcode, close or empty")
+        self._ws_reject_how = how
+        self.live_tokens()  # drops the expired ones
+        self._ws_reject_tokens = None if every_token else set(self._tokens)
+        return -1 if every_token else len(self._ws_reject_tokens)
 
     async def _serve_socket(self, ws: web.WebSocketResponse) -> None:
         while not ws.closed:
@@ -627,8 +692,55 @@ class PbxSimulator:
         self.faults.merge(changes)
         return asdict(self.faults)
 
+    def set_trunk_monitor(
+        self,
+        trunk_name: str,
+        *,
+        control_inbound: bool | None = None,
+        call_status: bool | None = None,
+        listed: bool = True,
+    ) -> dict[str, int] | None:
+        """Set a trunk's Trunk Status Monitor as if changed on the PBX's web page: its flags, or
+        ``listed=False`` to take it off the monitor list. Returns what the list now holds."""
+        trunk = next((t for t in TRUNKS if t.name == trunk_name), None)
+        if trunk is None:
+            raise KeyError(trunk_name)
+        if not listed:
+            self.book.monitor.pop(trunk.id, None)
+            return None
+        entry = self.book.monitor.setdefault(
+            trunk.id, {"enb_call_status": 0, "enb_control_inbound_call": 0}
+        )
+        if control_inbound is not None:
+            entry["enb_control_inbound_call"] = int(control_inbound)
+        if call_status is not None:
+            entry["enb_call_status"] = int(call_status)
+        return dict(entry)
+
+    def _block_time(self, ends: float) -> int | str:
+        if self.block_time_format == "ms":
+            return int(ends * 1000)
+        if self.block_time_format == "text":
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ends))
+        return int(ends)
+
+    def block(
+        self, ip: str = "127.0.0.1", *, expire_in: float | None = None, form: str = "seconds"
+    ) -> None:
+        """Block ``ip`` as after 5 failed logins; with ``expire_in`` the block ends by itself
+        and 70004 answers say when, written as ``form`` (seconds, ms or text)."""
+        if form not in {"seconds", "ms", "text"}:
+            raise ValueError("form must be seconds, ms or text")
+        self._blocked_ips.add(ip)
+        self.block_time_format = form
+        if expire_in is None:
+            self._block_ends.pop(ip, None)
+        else:
+            self._block_ends[ip] = time.time() + expire_in
+
     def reset_blocks(self) -> list[str]:
         cleared = sorted(self._blocked_ips)
+        self._block_ends.clear()
         self._blocked_ips.clear()
         self._auth_failures.clear()
         return cleared
@@ -647,6 +759,7 @@ class PbxSimulator:
             "websockets": len(self._sockets),
             "subscribed_websockets": sum(1 for topics in self._sockets.values() if topics),
             "blocked_ips": sorted(self._blocked_ips),
+            "websocket_rejections": self.ws_rejections,
             "log_entries": len(self._log),
             "webhook": {"url": self.webhook_url, **self._webhook_stats},
             "call_rate": self.call_rate,
@@ -732,7 +845,12 @@ class SimulatorThread:
         call = self._call(
             self.sim.book.offer, caller, called, trunk_name, hangup_after=hangup_after
         )
-        return {"envelope": call.envelope, "call_id": call.call_id, "channel_id": call.channel_id}
+        return {
+            "envelope": call.envelope,
+            "call_id": call.call_id,
+            "channel_id": call.channel_id,
+            "held": bool(call.envelope),
+        }
 
     def hangup(self, call_id: str) -> bool:
         return self._call(self.sim.book.hangup, call_id)
@@ -763,6 +881,15 @@ class SimulatorThread:
 
     def reset_blocks(self) -> list[str]:
         return self._call(self.sim.reset_blocks)
+
+    def block(self, ip: str = "127.0.0.1", **options: Any) -> None:
+        self._call(self.sim.block, ip, **options)
+
+    def reject_websockets(self, how: str, *, every_token: bool = False) -> int:
+        return self._call(self.sim.reject_websockets, how, every_token=every_token)
+
+    def set_trunk_monitor(self, trunk_name: str, **changes: Any) -> dict[str, int] | None:
+        return self._call(self.sim.set_trunk_monitor, trunk_name, **changes)
 
     def contacts(self) -> list[dict[str, Any]]:
         return self._call(lambda: [dict(c) for c in self.sim.directory.contacts.values()])

@@ -165,7 +165,7 @@ def test_30016_trims_blanks_and_tolerates_string_type() -> None:
     [
         (drop(DOC_30016_MSG, "call_id"), "30016 msg.call_id is missing"),
         ({**DOC_30016_MSG, "call_id": " "}, "30016 msg.call_id is empty"),
-        ({**DOC_30016_MSG, "call_id": 5}, "30016 msg.call_id must be a string, not int"),
+        ({**DOC_30016_MSG, "call_id": True}, "30016 msg.call_id must be a string, not a boolean"),
         (drop(DOC_30016_MSG, "members"), "30016 msg.members is missing"),
         ({**DOC_30016_MSG, "members": {}}, "30016 msg.members must be an array, not an object"),
         ({**DOC_30016_MSG, "members": []}, "30016 msg.members has no inbound member"),
@@ -326,7 +326,7 @@ def test_heartbeat_and_subscribe_ack() -> None:
         ("{}", "event.type is missing"),
         ('{"type": 30016, "sn": "x"}', "30016 event.msg is missing"),
         ('{"type": "abc", "msg": {}}', "event.type must be an integer"),
-        ('{"type": 30016, "sn": 5, "msg": {}}', "event.sn must be a string"),
+        ('{"type": 30016, "sn": false, "msg": {}}', "event.sn must be a string, not a boolean"),
         ('{"type": 30016, "msg": "not json"}', "30016 event.msg is not valid JSON"),
         ('{"type": 30016, "msg": "null"}', "30016 msg must be an object, not null"),
         ('{"type": NaN, "msg": {}}', "JSON constant NaN is not allowed"),

@@ -139,3 +139,48 @@ def test_wrong_credentials_stop_after_one_attempt() -> None:
 
         asyncio.run(main())
         assert len(sim.log("get_token")) == 1  # 5 failures would get our IP blocked
+
+
+# --- handshakes the PBX turns away ---------------------------------------------------------------
+# How a real PBX refuses a token at the WebSocket is undocumented, so each plausible way is tried.
+
+
+def token_requests(sim: SimulatorThread) -> int:
+    return len(sim.log("get_token")) + len(sim.log("refresh_token"))
+
+
+@pytest.mark.parametrize("how", ["http_401", "http_403", "errcode", "close"])
+def test_three_turned_away_handshakes_get_a_new_token(pbx_sim: SimulatorThread, how: str) -> None:
+    async def scenario(listener: PbxListener, events: list[Event]) -> None:
+        assert token_requests(pbx_sim) == 1
+        await asyncio.to_thread(pbx_sim.reject_websockets, how)  # the token we hold, from now
+        await asyncio.to_thread(pbx_sim.drop_sockets)
+        await until(lambda: link.get_state()["state"] == link.DOWN)
+        await until(lambda: link.get_state()["state"] == link.UP, within=10)
+        # Turned away three times, then one renewal, and the link is back on the new token.
+        assert pbx_sim.state()["websocket_rejections"] == 3
+        assert token_requests(pbx_sim) == 2
+        sent = await asyncio.to_thread(pbx_sim.inject, "07700900126", "02079460000", "peer-to-41")
+        await until(lambda: incoming(events, sent["call_id"]))
+
+    run_with_listener(pbx_sim, scenario, heartbeat=5.0)
+
+
+@pytest.mark.parametrize("how", ["http_401", "errcode", "close"])
+def test_a_pbx_turning_every_token_away_gets_no_login_storm(
+    pbx_sim: SimulatorThread, how: str
+) -> None:
+    async def scenario(listener: PbxListener, events: list[Event]) -> None:
+        await asyncio.to_thread(pbx_sim.reject_websockets, how, every_token=True)
+        await asyncio.to_thread(pbx_sim.drop_sockets)
+        await until(lambda: pbx_sim.state()["websocket_rejections"] >= 9, within=20)
+        # Nine refusals, one renewal: the new token is refused too, so the fault is not the
+        # token and no further one is asked for (the PBX caps live tokens at 8).
+        assert token_requests(pbx_sim) == 2
+        assert len(pbx_sim.log("get_token")) == 1  # and no login at all: refresh_token did it
+        assert link.get_state()["state"] == link.DOWN
+        await asyncio.to_thread(pbx_sim.reject_websockets, "")
+        await until(lambda: link.get_state()["state"] == link.UP, within=5)
+        assert token_requests(pbx_sim) == 2
+
+    run_with_listener(pbx_sim, scenario, heartbeat=5.0)

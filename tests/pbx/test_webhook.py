@@ -107,5 +107,19 @@ def test_without_a_configured_secret_everything_is_refused() -> None:
 
 
 @override_settings(PBX_WEBHOOK_SECRET=SECRET)
-def test_only_post_is_accepted() -> None:
-    assert Client().get("/pbx/webhook").status_code == 405
+def test_a_pbx_set_to_get_is_told_to_choose_post(caplog: pytest.LogCaptureFixture) -> None:
+    # How the PBX encodes an event in a GET is undocumented: it is refused, and whoever reads
+    # the PBX's webhook test result or our log learns which setting to change.
+    body = frame()
+    query = {"type": "30016", "sn": "3631A2124XXX", "msg": json.loads(body)["msg"]}
+    for answer in (
+        Client().get("/pbx/webhook", query, HTTP_X_SIGNATURE=sign(body)),
+        Client().get("/pbx/webhook"),
+        Client().put("/pbx/webhook", body, content_type="application/json"),
+    ):
+        assert answer.status_code == 405
+        assert answer["Allow"] == "POST"
+        assert "must use request method POST" in answer.json()["error"]
+        assert "set Request Method to POST" in answer.json()["error"]
+    assert "the PBX's webhook must be set to POST" in caplog.text
+    assert Call.objects.count() == 0
