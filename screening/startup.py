@@ -24,7 +24,7 @@ from typing import Any
 from django.conf import settings
 
 from screening import health, runtime
-from screening.calls import endings, push
+from screening.calls import endings, push, retention
 from screening.calls.intake import handle_event
 from screening.contacts import sync as contact_sync
 from screening.pbx import link
@@ -87,6 +87,9 @@ async def sweep_forever(interval: float = SWEEP_INTERVAL) -> None:
         # Every CONTACT_SYNC_MINUTES, one process copies the PBX's company contacts, in a task
         # of its own (PBX and database pools): the sweep never waits for it.
         contact_sync.scheduler.tick()
+        # Daily, one process pseudonymises numbers older than RETENTION_DAYS, also in a task of
+        # its own, one batch at a time in the database pool.
+        retention.scheduler.tick()
         if rollup.due():
             try:
                 await runtime.run_blocking(rollup.run_if_due)
