@@ -6,6 +6,7 @@ and from admin, and leaves one audit row without the number. Runs on SQLite and 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import timedelta
 from io import StringIO
@@ -301,9 +302,32 @@ def test_the_command_says_what_it_did_and_is_quiet_when_off(
     assert "Retention is off" in out.getvalue()
 
 
-def test_one_process_claims_the_daily_run() -> None:
-    assert retention.claim()
-    assert not retention.claim()
+def test_the_sweepers_run_it_once_a_day_in_the_background(calls: dict[str, list[Call]]) -> None:
+    async def two_processes_sweep() -> None:
+        sweepers = [retention.Scheduler(), retention.Scheduler()]
+        for sweeper in sweepers:
+            sweeper.tick()  # returns at once: the run is a task of its own
+        await asyncio.gather(*(s._running for s in sweepers if s._running is not None))
+
+    asyncio.run(two_processes_sweep())
+    assert AuditEvent.objects.filter(kind=AuditKind.RETENTION).count() == 1
+    assert not retention.calls_due(retention.cutoff()).exists()
+    assert not retention.claim()  # held for the day
+
+
+def test_a_block_suggestion_never_names_a_pseudonym(
+    calls: dict[str, list[Call]], settings: Any
+) -> None:
+    from screening.reports import review
+
+    settings.REVIEW_MIN_REFUSALS = 1
+    settings.REVIEW_WINDOW_DAYS = 400
+    bob = make_user("bob")
+    decided(OLD, bob, days_ago=300)  # refused by two operators
+    assert OLD_KEY in [s.number for s in review.block_suggestions(timezone.now())]
+    retention.apply()
+    suggested = [s.number for s in review.block_suggestions(timezone.now())]
+    assert not any(pseudonyms.is_token(n) for n in suggested)
 
 
 def test_pseudonymising_needs_the_transaction_that_audits_it(
