@@ -9,12 +9,15 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from screening.calls import erasure, pseudonyms
 from screening.calls.numbers import normalise
 from screening.models import (
     AuditEvent,
@@ -422,6 +425,11 @@ class AuditInline(admin.TabularInline):
         return False
 
 
+def _erased(caller: str) -> bool:
+    """No number left to erase: withheld, or pseudonymised already."""
+    return not caller or pseudonyms.is_token(caller)
+
+
 @admin.register(Call)
 class CallAdmin(ReadOnlyAdmin):
     list_display = (
@@ -438,6 +446,103 @@ class CallAdmin(ReadOnlyAdmin):
     date_hierarchy = "received_at"
     inlines = (AuditInline,)
     list_select_related = ("trunk", "decided_by")
+    actions = ("erase_callers",)
+
+    # Erasure (screening.calls.erasure) rewrites audit rows and deletes contacts and notes: only
+    # superusers, whatever model permissions a staff user holds.
+    def has_erase_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
+
+    @admin.action(description="Erase these callers' numbers everywhere", permissions=("erase",))
+    def erase_callers(self, request: HttpRequest, queryset: QuerySet[Call]) -> HttpResponse | None:
+        """Asks first (a page listing what each number would lose), then erases on confirm."""
+        rows = queryset.order_by().values_list("caller", "caller_key")
+        # In international form, which reads as the same number whatever the call's trunk.
+        numbers = sorted(
+            {f"+{key}" if key else caller for caller, key in rows if not _erased(caller)}
+        )
+        if not numbers:
+            self.message_user(
+                request, "The selected calls hold no number to erase.", messages.WARNING
+            )
+            return None
+        if request.POST.get("confirm") != "yes":
+            return self._confirm_erasure(request, numbers, selected=queryset)
+        self._erase(request, numbers)
+        return None
+
+    def get_urls(self) -> list[Any]:
+        erase = path(
+            "erase/", self.admin_site.admin_view(self.erase_view), name="screening_call_erase"
+        )
+        return [erase, *super().get_urls()]
+
+    def erase_view(self, request: HttpRequest) -> HttpResponse:
+        """Erase a number typed by hand: one a caller asked about may be in contacts or notes
+        only, or on calls nobody can find in the list any more."""
+        if not self.has_erase_permission(request):
+            raise PermissionDenied
+        typed = request.POST.get("number", "") if request.method == "POST" else ""
+        error = ""
+        if request.method == "POST":
+            try:
+                number = erasure.read(typed)
+            except erasure.ErasureError as exc:
+                error = str(exc)
+            else:
+                if request.POST.get("confirm") != "yes":
+                    return self._confirm_erasure(request, [number.typed])
+                self._erase(request, [number.typed])
+                return HttpResponseRedirect(reverse("admin:screening_call_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Erase a caller's number",
+            "opts": self.model._meta,
+            "typed": typed,
+            "error": error,
+        }
+        return TemplateResponse(request, "admin/screening/call/erase_form.html", context)
+
+    def _confirm_erasure(
+        self, request: HttpRequest, numbers: list[str], selected: QuerySet[Call] | None = None
+    ) -> TemplateResponse:
+        previews = []
+        for typed in numbers:
+            try:
+                previews.append((typed, erasure.preview(erasure.read(typed))))
+            except erasure.ErasureError as exc:
+                self.message_user(request, f"{typed}: {exc}", messages.ERROR)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Erase these callers' numbers everywhere?",
+            "opts": self.model._meta,
+            "previews": previews,
+            "selected": [] if selected is None else list(selected.values_list("pk", flat=True)),
+            "action": "erase_callers" if selected is not None else "",
+            "typed": numbers[0] if selected is None else "",
+        }
+        return TemplateResponse(request, "admin/screening/call/erase_confirm.html", context)
+
+    def _erase(self, request: HttpRequest, numbers: list[str]) -> None:
+        erased, warnings = 0, []
+        for typed in numbers:
+            try:
+                result = erasure.erase(typed, actor=request.user)
+            except erasure.ErasureError as exc:
+                self.message_user(request, f"{typed}: {exc}", messages.ERROR)
+                continue
+            erased += 1
+            warnings += result.warnings()
+        if erased:
+            self.message_user(
+                request,
+                f"Erased {erased} number{'s' if erased != 1 else ''}: their calls keep only a "
+                "pseudonym, their notes and contact numbers are gone, and the audit records "
+                "each erasure (without the number).",
+                messages.SUCCESS,
+            )
+        for warning in warnings:
+            self.message_user(request, warning, messages.WARNING)
 
 
 @admin.register(AuditEvent)

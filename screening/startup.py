@@ -24,7 +24,7 @@ from typing import Any
 from django.conf import settings
 
 from screening import health, runtime
-from screening.calls import endings, push
+from screening.calls import endings, push, retention
 from screening.calls.intake import handle_event
 from screening.contacts import sync as contact_sync
 from screening.pbx import link, trunks
@@ -89,6 +89,9 @@ async def sweep_forever(interval: float = SWEEP_INTERVAL) -> None:
         contact_sync.scheduler.tick()
         # Every few minutes, one process reads which trunks the PBX really holds for screening.
         trunks.monitor_check.tick()
+        # Daily, one process pseudonymises numbers older than RETENTION_DAYS, also in a task of
+        # its own, one batch at a time in the database pool.
+        retention.scheduler.tick()
         if rollup.due():
             try:
                 await runtime.run_blocking(rollup.run_if_due)

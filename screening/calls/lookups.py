@@ -409,6 +409,14 @@ def remember(number: str, found: Found | None) -> None:
         log.warning("caller lookup cache unwritable: %s", exc)
 
 
+def forget(number: str) -> None:
+    """Drop what the cache holds for ``number`` (an erasure: screening.calls.erasure)."""
+    try:
+        cache.delete(_key(number))
+    except CACHE_ERRORS as exc:
+        log.warning("caller lookup cache unwritable, a name may stay until it expires: %s", exc)
+
+
 # --- after intake ---------------------------------------------------------------------------
 
 

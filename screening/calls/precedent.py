@@ -32,7 +32,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 
-from screening.calls import sql
+from screening.calls import pseudonyms, sql
 from screening.calls.payload import epoch_ms, user_name
 from screening.models import CallerPrecedent, CallStatus, DecidedBy, Decision, RefusalReason
 
@@ -172,6 +172,45 @@ def _apply(
         row.operators = operators
     if last is not None and (not row.last or row.last.get("at", 0) <= last["at"]):
         row.last = last
+
+
+def rekey(number: str, token: str) -> bool:
+    """Inside a transaction: move ``number``'s row to its pseudonym ``token`` (retention, erasure),
+    so the counts stay while the number goes. When ``token`` has a row already (the number's
+    older calls were pseudonymised before), the two are merged: counts and per-operator tallies
+    add, weights add once decayed to the later ``as_of``, and the later ``last`` wins. Returns
+    whether a row was moved."""
+    rows = CallerPrecedent.objects.select_for_update()
+    moving = rows.filter(number=number).first()
+    if moving is None or number == token:
+        return False
+    kept = rows.filter(number=token).first()
+    if moving.last:
+        note = moving.last.get("note") or ""
+        moving.last = {**moving.last, "note": pseudonyms.scrub(note, (number,), token)}
+    if kept is None:
+        moving.number = token
+        moving.save(update_fields=["number", "last"])
+        return True
+    as_of = max(kept.as_of, moving.as_of)
+    for name in _WEIGHT_FIELDS:
+        total = decay(getattr(kept, name), kept.as_of, as_of)
+        total += decay(getattr(moving, name), moving.as_of, as_of)
+        setattr(kept, name, total)
+    kept.as_of = as_of
+    for name in ("people_accepted", "people_refused", "auto_accepted", "auto_refused"):
+        setattr(kept, name, getattr(kept, name) + getattr(moving, name))
+    operators = {k: list(v) for k, v in (kept.operators or {}).items()}
+    for user, (accepted, refused) in (moving.operators or {}).items():
+        tally = operators.setdefault(user, [0, 0])
+        tally[0] += accepted
+        tally[1] += refused
+    kept.operators = operators
+    if moving.last and (not kept.last or kept.last.get("at", 0) <= moving.last.get("at", 0)):
+        kept.last = moving.last
+    moving.delete()
+    kept.save(update_fields=_FIELDS)
+    return True
 
 
 def rebuild(numbers: Iterable[str] | None = None, *, batch: int = 2000) -> int:

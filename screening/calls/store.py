@@ -24,7 +24,7 @@ from screening.models import AuditEvent, Call
 
 
 def event(
-    call: Call,
+    call: Call | None,
     kind: str,
     message: str = "",
     *,
@@ -32,7 +32,8 @@ def event(
     at: datetime | None = None,
     **detail: Any,
 ) -> AuditEvent:
-    """An audit row, not yet saved (``record`` saves several in one INSERT)."""
+    """An audit row, not yet saved (``record`` saves several in one INSERT). ``call`` is None for
+    a row about the record itself (a retention run, an erasure)."""
     return AuditEvent(
         call=call,
         kind=kind,
@@ -43,7 +44,7 @@ def event(
     )
 
 
-def audit(call: Call, kind: str, message: str = "", **fields: Any) -> AuditEvent:
+def audit(call: Call | None, kind: str, message: str = "", **fields: Any) -> AuditEvent:
     """One audit row, saved now (``fields``: those of ``event``)."""
     row = event(call, kind, message, **fields)
     row.save()

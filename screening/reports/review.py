@@ -31,7 +31,7 @@ from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet,
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from screening.calls import store
+from screening.calls import pseudonyms, store
 from screening.calls.payload import user_name
 from screening.models import (
     AuditKind,
@@ -102,7 +102,8 @@ def _people_refusals(since: datetime) -> QuerySet[Call]:
         received_at__gte=since,
         status=CallStatus.REFUSED,
         decided_by_kind=DecidedBy.OPERATOR,
-    ).exclude(caller_key="")
+        # Not a pseudonym (retention shorter than the window): there is no number left to block.
+    ).exclude(Q(caller_key="") | Q(caller_key__startswith=pseudonyms.PREFIX))
 
 
 def _hidden(kind: str, now: datetime, subjects: list[str]) -> set[str]:
