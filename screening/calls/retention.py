@@ -13,36 +13,31 @@ bounded and no rewrite is ever committed without its row. Only rows still holdin
 picked, so a second run changes nothing. New calls are far inside the limit, so intake never
 waits on a step; a late write to an old call waits for its row lock and is not overwritten.
 
-The sweeper of every process asks once an hour whether a run is due; one cache key added with
-``cache.add`` (atomic in Redis and in local memory) that lives a day makes exactly one process
-run it, in a task of its own, one step at a time in the database pool, so the sweep and intake
-never wait for it. ``manage.py apply_retention`` runs it now.
+Once a day one server process runs it (``scheduler``, a screening.periodic job), in a task of its
+own, one step at a time in the database pool, so the sweep and intake never wait for it.
+``manage.py apply_retention`` runs it now.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from screening import runtime
+from screening import periodic, runtime
 from screening.calls import audit_rewrite, precedent, pseudonyms, store
 from screening.models import AuditKind, Call, CallerNote, ReviewAction, ReviewKind
 
 log = logging.getLogger("screening.calls.retention")
 
 BATCH = 500  # calls (and notes, and review answers) per transaction
-RUN_KEY = "pbxscreen:retention:run"
 RUN_EVERY_SECONDS = 24 * 3600
 RETRY_SECONDS = 3600  # after a failed run: try again this soon, not a day later
 CLAIM_EVERY_SECONDS = 3600.0  # how often a process asks the cache whether a run is due
@@ -235,52 +230,26 @@ def _named(detail: Any) -> str:
 # --- the sweeper's schedule ------------------------------------------------------------------
 
 
-def claim() -> bool:
-    """Take today's run (True for exactly one caller across all processes)."""
-    return bool(cache.add(RUN_KEY, uuid.uuid4().hex, RUN_EVERY_SECONDS))
+async def _run_in_background() -> None:
+    started = time.monotonic()
+    run = Run(cutoff())
+    total = RetentionResult(run.cutoff)
+    try:
+        # One step per trip to the database pool: intake's work queues between steps, not
+        # behind the whole run.
+        while (result := await runtime.run_blocking(run.step)) is not None:
+            total.add(result)
+    except Exception as exc:
+        log.exception("retention run failed after %s; retried within the hour", total.steps)
+        raise periodic.Failed from exc
+    log.info("retention: %s (%.0f ms)", total.describe(), (time.monotonic() - started) * 1000)
 
 
-def _failed() -> None:
-    cache.set(RUN_KEY, "failed", RETRY_SECONDS)
-
-
-class Scheduler:
-    """Per process: asks for the claim at most every CLAIM_EVERY_SECONDS, never runs two runs."""
-
-    def __init__(self) -> None:
-        self._next_claim = 0.0
-        self._running: asyncio.Task[Any] | None = None
-
-    def tick(self) -> None:
-        """Called by the sweeper each tick; starts a background run when one is due."""
-        if not enabled() or (self._running is not None and not self._running.done()):
-            return
-        now = time.monotonic()
-        if now < self._next_claim:
-            return
-        self._next_claim = now + CLAIM_EVERY_SECONDS
-        self._running = runtime.spawn(self._run(), "retention")
-
-    async def _run(self) -> None:
-        try:
-            if not await runtime.run_blocking(claim):
-                return
-        except Exception as exc:  # the cache is down: the sweeper logs outages already
-            log.debug("retention run not claimed: %s", exc)
-            return
-        started = time.monotonic()
-        run = Run(cutoff())
-        total = RetentionResult(run.cutoff)
-        try:
-            # One step per trip to the database pool: intake's work queues between steps, not
-            # behind the whole run.
-            while (result := await runtime.run_blocking(run.step)) is not None:
-                total.add(result)
-        except Exception:
-            log.exception("retention run failed after %s; retried within the hour", total.steps)
-            await runtime.run_blocking(_failed)
-            return
-        log.info("retention: %s (%.0f ms)", total.describe(), (time.monotonic() - started) * 1000)
-
-
-scheduler = Scheduler()
+scheduler = periodic.Periodic(
+    "retention",
+    _run_in_background,
+    every=lambda: RUN_EVERY_SECONDS,
+    enabled=enabled,
+    retry_after=RETRY_SECONDS,
+    claim_every=CLAIM_EVERY_SECONDS,
+)

@@ -5,27 +5,22 @@ and only then writes, in one transaction: a PBX error or a dead PBX leaves the t
 Only rows of source "pbx" are added, updated or removed; manual, imported and lookup contacts are
 never touched.
 
-Every server process's sweeper calls ``sync_when_due`` each tick. The schedule and the lock are
-one cache key added with ``cache.add`` (atomic in Redis and in local memory) that lives for
-CONTACT_SYNC_MINUTES: the process that adds it syncs, every other process (and this one) finds it
-there until it expires. After a failed sync the key is shortened so the next try comes sooner.
-The PBX is read in the PBX pool and the rows are written in the database pool
-(``screening.runtime``), in a task of its own, so intake and the sweeper never wait for it.
+Every CONTACT_SYNC_MINUTES one server process syncs (``scheduler``, a screening.periodic job);
+after a failed sync the next try comes sooner. The PBX is read in the PBX pool and the rows are
+written in the database pool (``screening.runtime``), in a task of its own, so intake and the
+sweeper never wait for it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 
-from screening import runtime
+from screening import periodic, runtime
 from screening.calls.numbers import normalise
 from screening.contacts.store import LABEL_CHARS, NAME_CHARS, Entry, Outcome, apply
 from screening.models import ContactSource
@@ -38,9 +33,7 @@ log = logging.getLogger("screening.contacts")
 # The company contact's number fields, in the order a card would prefer them (documented names;
 # what distinguishes "business" from "business2" on the PBX is unconfirmed).
 NUMBER_FIELDS = ("business", "business2", "mobile", "mobile2", "home", "home2", "other")
-SYNC_KEY = "pbxscreen:contacts:sync"
 RETRY_SECONDS = 60  # after a failed sync: try again this soon, not a whole interval later
-CLAIM_EVERY_SECONDS = 30.0  # how often a process asks the cache whether a sync is due
 
 
 @dataclass
@@ -91,15 +84,13 @@ def enabled() -> bool:
     return settings.CONTACT_SYNC_MINUTES > 0 and bool(settings.PBX_BASE_URL)
 
 
-def claim() -> bool:
-    """Take this interval's sync (True for exactly one caller across all processes)."""
-    interval = max(1, round(settings.CONTACT_SYNC_MINUTES * 60))
-    return bool(cache.add(SYNC_KEY, uuid.uuid4().hex, interval))
+def _interval() -> float:
+    return settings.CONTACT_SYNC_MINUTES * 60
 
 
 def _failed(exc: BaseException) -> None:
     log.warning("contact sync from the PBX failed, contacts unchanged: %s", exc)
-    cache.set(SYNC_KEY, "failed", min(RETRY_SECONDS, max(1, settings.CONTACT_SYNC_MINUTES * 60)))
+    scheduler.failed()
 
 
 def _done(result: SyncResult, started: float) -> None:
@@ -114,7 +105,7 @@ def _done(result: SyncResult, started: float) -> None:
 
 def sync_if_due() -> SyncResult | None:
     """The blocking form (tests, cron-like callers): sync when this caller wins the claim."""
-    if not enabled() or not claim():
+    if not enabled() or not scheduler.claim():
         return None
     started = time.monotonic()
     try:
@@ -126,43 +117,23 @@ def sync_if_due() -> SyncResult | None:
     return result
 
 
-class Scheduler:
-    """Per process: asks for the claim at most every CLAIM_EVERY_SECONDS, never runs two syncs."""
-
-    def __init__(self) -> None:
-        self._next_claim = 0.0
-        self._running: asyncio.Task[Any] | None = None
-
-    def tick(self) -> None:
-        """Called by the sweeper each tick; starts a background sync when one is due."""
-        if not enabled() or (self._running is not None and not self._running.done()):
-            return
-        now = time.monotonic()
-        if now < self._next_claim:
-            return
-        self._next_claim = now + CLAIM_EVERY_SECONDS
-        self._running = runtime.spawn(self._run(), "contact-sync")
-
-    async def _run(self) -> None:
-        try:
-            if not await runtime.run_blocking(claim):
-                return
-        except Exception as exc:  # the cache is down: the sweeper logs outages already
-            log.debug("contact sync not claimed: %s", exc)
-            return
-        started = time.monotonic()
-        try:
-            client = PbxClient.from_settings()
-            items = await runtime.run_pbx(client.company_contacts)
-            result = await runtime.run_blocking(apply_pbx_contacts, items)
-        except PBX_PROBLEMS as exc:
-            await runtime.run_blocking(_failed, exc)
-            return
-        except Exception as exc:
-            log.exception("contact sync failed, contacts unchanged")
-            await runtime.run_blocking(_failed, exc)
-            return
-        _done(result, started)
+async def _sync_in_background() -> None:
+    started = time.monotonic()
+    try:
+        client = PbxClient.from_settings()
+        items = await runtime.run_pbx(client.company_contacts)
+        result = await runtime.run_blocking(apply_pbx_contacts, items)
+    except PBX_PROBLEMS as exc:
+        log.warning("contact sync from the PBX failed, contacts unchanged: %s", exc)
+        raise periodic.Failed from exc
+    _done(result, started)
 
 
-scheduler = Scheduler()
+# PBX reads in the PBX pool, writes in the database pool: intake and the sweeper never wait.
+scheduler = periodic.Periodic(
+    "contact-sync",
+    _sync_in_background,
+    every=_interval,
+    enabled=enabled,
+    retry_after=RETRY_SECONDS,
+)

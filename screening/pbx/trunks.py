@@ -5,26 +5,21 @@ Status Monitor really holds. Used by Django admin and the sweeper.
 A trunk whose Control Inbound Call is off at the PBX sends no 30016: its calls are routed with
 nobody asked, and nothing in the event stream shows it. Only reading the monitor list does, so it
 is read at every trunk sync, by the admin's "Check at the PBX", after turning the flag on, and
-every MONITOR_CHECK_SECONDS by one process's sweeper (a cache key is the schedule and the lock,
-as for the contact sync).
+every MONITOR_CHECK_SECONDS by one process's sweeper (a screening.periodic job).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from screening import runtime
+from screening import periodic, runtime
 from screening.models import Trunk
 from screening.pbx.client import PbxClient, PbxError, PbxNotConfigured, PbxTransportError
 from screening.pbx.events import TRUNK_NAME_CHARS, shortened
@@ -38,7 +33,6 @@ PBX_PROBLEMS = (PbxError, PbxTransportError, PbxNotConfigured)
 # reported within this long.
 MONITOR_CHECK_SECONDS = 300
 MONITOR_RETRY_SECONDS = 60  # after a failed read: sooner than a whole interval
-MONITOR_CHECK_KEY = "pbxscreen:pbx:trunk-monitor-check"
 
 
 @dataclass
@@ -204,46 +198,21 @@ def describe_unscreened(trunks: list[Trunk]) -> str:
 # --- the sweeper's schedule -------------------------------------------------------------------
 
 
-def _claim() -> bool:
-    return bool(cache.add(MONITOR_CHECK_KEY, uuid.uuid4().hex, MONITOR_CHECK_SECONDS))
+async def _check_in_background() -> None:
+    """The PBX is read in the PBX pool, so the sweeper never waits for it."""
+    try:
+        client = PbxClient.from_settings()
+        items = await runtime.run_pbx(client.trunk_monitors)
+        await runtime.run_blocking(apply_monitors, items)
+    except PBX_PROBLEMS as exc:
+        log.warning("could not read the PBX's Trunk Status Monitor: %s", exc)
+        raise periodic.Failed from exc
 
 
-class MonitorCheck:
-    """Per process: asks for the claim at most every 30 s, never runs two reads at once; the
-    PBX is read in the PBX pool, so the sweeper never waits for it."""
-
-    def __init__(self) -> None:
-        self._next_claim = 0.0
-        self._running: asyncio.Task[Any] | None = None
-
-    def tick(self) -> None:
-        if not settings.PBX_BASE_URL or (self._running is not None and not self._running.done()):
-            return
-        now = time.monotonic()
-        if now < self._next_claim:
-            return
-        self._next_claim = now + 30.0
-        self._running = runtime.spawn(self._run(), "trunk-monitor-check")
-
-    async def _run(self) -> None:
-        try:
-            if not await runtime.run_blocking(_claim):
-                return
-        except Exception as exc:  # the cache is down: the sweeper logs outages already
-            log.debug("trunk monitor check not claimed: %s", exc)
-            return
-        try:
-            client = PbxClient.from_settings()
-            items = await runtime.run_pbx(client.trunk_monitors)
-            await runtime.run_blocking(apply_monitors, items)
-        except Exception as exc:
-            log.warning("could not read the PBX's Trunk Status Monitor: %s", exc)
-            try:
-                await runtime.run_blocking(
-                    cache.set, MONITOR_CHECK_KEY, "failed", MONITOR_RETRY_SECONDS
-                )
-            except Exception as cache_exc:
-                log.debug("trunk monitor retry not scheduled: %s", cache_exc)
-
-
-monitor_check = MonitorCheck()
+monitor_check = periodic.Periodic(
+    "trunk-monitor-check",
+    _check_in_background,
+    every=lambda: MONITOR_CHECK_SECONDS,
+    enabled=lambda: bool(settings.PBX_BASE_URL),
+    retry_after=MONITOR_RETRY_SECONDS,
+)

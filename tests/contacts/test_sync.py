@@ -173,7 +173,7 @@ def test_sweeper_lock_lets_one_of_many_sync(
     assert len(pbx_rows()) == 24
     # Within the interval nobody syncs again; once the key is gone, the next caller does.
     assert sync.sync_if_due() is None
-    cache.delete(sync.SYNC_KEY)
+    cache.delete(sync.scheduler.key)
     assert sync.sync_if_due() is not None
 
 
@@ -184,7 +184,7 @@ def test_sweeper_sync_off_or_failing(
     assert sync.sync_if_due() is None
     assert pbx.log("company_contact/list") == []
     settings.CONTACT_SYNC_MINUTES = 60
-    monkeypatch.setattr(sync, "RETRY_SECONDS", 1)
+    monkeypatch.setattr(sync.scheduler, "retry_after", 1)
     pbx.set_faults(http_500_rate=1.0)
     assert sync.sync_if_due() is None
     assert not Contact.objects.exists()
