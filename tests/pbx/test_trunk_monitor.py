@@ -6,6 +6,7 @@ supervisors' pages, with what to do."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 from typing import Any
 
@@ -174,14 +175,12 @@ def test_the_sweeper_reads_the_monitor_list_once_per_interval(pbx: SimulatorThre
     pbx.set_trunk_monitor("register-bt", control_inbound=False)
 
     async def two_ticks() -> None:
-        check = trunks.MonitorCheck()
+        check = copy.copy(trunks.monitor_check)
         check.tick()
-        assert check._running is not None
-        await check._running
-        fresh = trunks.MonitorCheck()  # another process: the cache key holds it off
+        await check.wait()
+        fresh = copy.copy(trunks.monitor_check)  # another process: the cache key holds it off
         fresh.tick()
-        assert fresh._running is not None
-        await fresh._running
+        await fresh.wait()
 
     asyncio.run(two_ticks())
     assert len(pbx.log("trunk_status_monitor/list")) == 1
