@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from django.conf import settings
 
 from screening import health, runtime
-from screening.calls import endings, push
+from screening.calls import chain, endings, push
 from screening.calls.intake import handle_event
 from screening.contacts import sync as contact_sync
 from screening.pbx import link
@@ -70,8 +71,8 @@ async def close_listener(listener: PbxListener, *, revoke_token: bool = True) ->
 
 async def sweep_forever(interval: float = SWEEP_INTERVAL) -> None:
     """Catch calls whose timer or deciding process died, announce a silent listener, roll up the
-    statistics, start the contact sync when due. Cheap: one indexed query per tick, the roll-up
-    every few minutes."""
+    statistics, start the contact sync and the audit chain check when due. Cheap: one indexed
+    query per tick, the roll-up every few minutes."""
     outage = ""  # the last outage logged, so a Redis or database outage is one line, not one a tick
     while True:
         try:
@@ -87,6 +88,9 @@ async def sweep_forever(interval: float = SWEEP_INTERVAL) -> None:
         # Every CONTACT_SYNC_MINUTES, one process copies the PBX's company contacts, in a task
         # of its own (PBX and database pools): the sweep never waits for it.
         contact_sync.scheduler.tick()
+        # Hourly, one process verifies the audit rows written since the last check, in a task of
+        # its own (database pool).
+        chain.scheduler.tick(time.monotonic())
         if rollup.due():
             try:
                 await runtime.run_blocking(rollup.run_if_due)
