@@ -304,3 +304,15 @@ def test_the_hourly_check_notices_a_rewritten_chain_behind_its_checkpoint(
         assert not chain.check_recent().ok
     assert f"row {newest.pk} (position {newest.chain_seq}" in caplog.text
     assert "its hash changed since the last hourly check" in caplog.text
+
+
+def test_the_admin_shows_a_rows_chain_fields_read_only(calls: list[Call], admin_web: Any) -> None:
+    row = rows()[1]
+    page = admin_web.get(f"/admin/screening/auditevent/{row.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert row.chain_hash in html
+    assert 'name="chain_hash"' not in html
+    assert 'name="chain_seq"' not in html
+    listing = admin_web.get("/admin/screening/auditevent/").content.decode()
+    assert "column-chain_seq" in listing
