@@ -5,6 +5,7 @@ the pseudonymised form retention writes leaves it verified. Runs on SQLite and o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
@@ -316,3 +317,16 @@ def test_the_admin_shows_a_rows_chain_fields_read_only(calls: list[Call], admin_
     assert 'name="chain_seq"' not in html
     listing = admin_web.get("/admin/screening/auditevent/").content.decode()
     assert "column-chain_seq" in listing
+
+
+def test_the_sweepers_hourly_task_checks_once_per_hour_and_logs_a_break(
+    calls: list[Call], caplog: pytest.LogCaptureFixture
+) -> None:
+    target = rows()[3]
+    raw("UPDATE {audit} SET message = %s WHERE id = %s", ["rewritten", target.pk])
+    with caplog.at_level(logging.ERROR, logger="screening.calls.chain"):
+        asyncio.run(chain.Scheduler()._run())  # what the sweeper's tick starts
+        asyncio.run(chain.Scheduler()._run())  # another process, same hour: no second check
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert f"audit chain broken at row {target.pk} (position {target.chain_seq}" in errors[0]
