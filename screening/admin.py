@@ -547,7 +547,9 @@ class CallAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ("at", "call", "kind", "actor", "message")
+    list_display = ("at", "call", "kind", "actor", "message", "chain_seq")
+    # Shown, never editable (as every field here): verify_audit checks them.
+    readonly_fields = ("chain_seq", "chain_hash")
     list_filter = ("kind",)
     list_select_related = ("call", "actor")
     search_fields = ("call__pbx_call_id", "call__caller", "message")

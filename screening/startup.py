@@ -24,7 +24,7 @@ from typing import Any
 from django.conf import settings
 
 from screening import health, runtime
-from screening.calls import endings, push, retention
+from screening.calls import chain, endings, push, retention
 from screening.calls.intake import handle_event
 from screening.contacts import sync as contact_sync
 from screening.pbx import link, trunks
@@ -70,8 +70,8 @@ async def close_listener(listener: PbxListener, *, revoke_token: bool = True) ->
 
 async def sweep_forever(interval: float = SWEEP_INTERVAL) -> None:
     """Catch calls whose timer or deciding process died, announce a silent listener, roll up the
-    statistics, start the contact sync when due. Cheap: one indexed query per tick, the roll-up
-    every few minutes."""
+    statistics, start the contact sync and the audit chain check when due. Cheap: one indexed
+    query per tick, the roll-up every few minutes."""
     outage = ""  # the last outage logged, so a Redis or database outage is one line, not one a tick
     while True:
         try:
@@ -92,6 +92,9 @@ async def sweep_forever(interval: float = SWEEP_INTERVAL) -> None:
         # Daily, one process pseudonymises numbers older than RETENTION_DAYS, also in a task of
         # its own, one batch at a time in the database pool.
         retention.scheduler.tick()
+        # Hourly, one process verifies the audit rows written since the last check, in a task of
+        # its own (database pool).
+        chain.scheduler.tick()
         if rollup.due():
             try:
                 await runtime.run_blocking(rollup.run_if_due)

@@ -91,11 +91,9 @@ def follow_up(
                 f"{by_admin[0].describe()} was set in the admin; ask an admin to change it.",
             )
         disabled = [r.pk for r in opposite]
-        if disabled:
-            Rule.objects.filter(pk__in=disabled).update(enabled=False)
         same = next((r for r in in_force if r.action == decision), None)
         if same is not None:
-            rule, created = _extend(same, expires_at, reason), False
+            rule, created = _extended(same, expires_at, reason), False
         else:
             rule = Rule.objects.create(
                 pattern=f"+{number}",
@@ -128,6 +126,13 @@ def follow_up(
             extended=not created,
             disabled=disabled,
         )
+        # Existing rules change only after the audit row: intake counts a rule's hit after its
+        # own audit rows, which hold the audit chain's head to commit, so changing a rule before
+        # taking the head here could deadlock with it (lock order: screening.calls.chain).
+        if disabled:
+            Rule.objects.filter(pk__in=disabled).update(enabled=False)
+        if not created:
+            Rule.objects.filter(pk=rule.pk).update(expires_at=rule.expires_at, reason=rule.reason)
     return FollowUp(rule, created, disabled)
 
 
@@ -143,13 +148,13 @@ def _rules_in_force(number: str, call: Call, now: datetime) -> list[Rule]:
     )
 
 
-def _extend(rule: Rule, expires_at: datetime | None, reason: str) -> Rule:
-    """The later expiry wins; permanent (None) beats any date. A new reason replaces the old."""
+def _extended(rule: Rule, expires_at: datetime | None, reason: str) -> Rule:
+    """``rule`` extended, not yet saved: the later expiry wins; permanent (None) beats any date.
+    A new reason replaces the old."""
     if rule.expires_at is not None and (expires_at is None or expires_at > rule.expires_at):
         rule.expires_at = expires_at
     if reason and rule.action == Decision.REFUSE:
         rule.reason = reason
-    Rule.objects.filter(pk=rule.pk).update(expires_at=rule.expires_at, reason=rule.reason)
     return rule
 
 

@@ -15,7 +15,15 @@ from django.db.models import F
 from django.utils import timezone
 
 from screening.calls import endings, store
-from screening.models import AuditKind, Call, CallStatus, DecidedBy, Decision, PbxOutcome
+from screening.models import (
+    AuditEvent,
+    AuditKind,
+    Call,
+    CallStatus,
+    DecidedBy,
+    Decision,
+    PbxOutcome,
+)
 from screening.pbx.events import CallDetailRecord, CallStateChanged, as_sent
 
 log = logging.getLogger("screening.calls.outcomes")
@@ -40,6 +48,7 @@ def record_call_state(event: CallStateChanged) -> None:
         " ".join(filter(None, (m.kind, m.number, m.member_status))) for m in event.members
     )
     with transaction.atomic():
+        ended: list[tuple[Call, str | None, list[AuditEvent], bool]] = []
         for call in _locked_calls(event.call_id):
             status = next(
                 (m.member_status for m in event.members if m.channel_id == call.channel_id), None
@@ -66,9 +75,12 @@ def record_call_state(event: CallStateChanged) -> None:
             )
             if ending is not None:
                 events.append(ending)
+            ended.append((call, observed, events, ending is not None))
+        # Audit rows only after every call's ending (which may reopen a statistics hour): they
+        # take the audit chain's head (lock order: screening.calls.chain).
+        for call, observed, events, changed in ended:
             store.record(*events)
-            changed = settle_outcome(call, observed, now, source="30011") or ending is not None
-            if changed:
+            if settle_outcome(call, observed, now, source="30011") or changed:
                 store.send_call_on_commit(call)
 
 
@@ -78,6 +90,7 @@ def record_cdr(event: CallDetailRecord) -> None:
     now = timezone.now()
     report = f"CDR {event.status}, {event.call_duration}s, talk {event.talk_duration}s"
     with transaction.atomic():
+        ended: list[tuple[Call, str | None, list[AuditEvent], bool]] = []
         for call in _locked_calls(event.call_id):
             observed = _outcome_from_cdr(call, event)
             events = [
@@ -104,8 +117,10 @@ def record_cdr(event: CallDetailRecord) -> None:
             )
             if ending is not None:
                 events.append(ending)
+            ended.append((call, observed, events, ending is not None))
+        for call, observed, events, changed in ended:  # as above: audit rows last
             store.record(*events)
-            if settle_outcome(call, observed, now, source="30012") or ending is not None:
+            if settle_outcome(call, observed, now, source="30012") or changed:
                 store.send_call_on_commit(call)
 
 

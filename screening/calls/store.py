@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from screening.calls import push
+from screening.calls import chain, push
 from screening.calls.access import stream_for_trunk
 from screening.calls.payload import call_payload
 from screening.models import AuditEvent, Call
@@ -47,13 +47,15 @@ def event(
 def audit(call: Call | None, kind: str, message: str = "", **fields: Any) -> AuditEvent:
     """One audit row, saved now (``fields``: those of ``event``)."""
     row = event(call, kind, message, **fields)
-    row.save()
+    record(row)
     return row
 
 
 def record(*events: AuditEvent) -> None:
-    """Save audit rows in one statement, in order (ids ascend, so the trail reads in order)."""
-    AuditEvent.objects.bulk_create(events)
+    """Save audit rows in one statement, in order (ids ascend, so the trail reads in order),
+    linked into the audit chain in the same transaction (``chain.append``: write them after the
+    transaction's other shared writes, see its lock order)."""
+    chain.append(events)
 
 
 def load(call_pk: int) -> Call:

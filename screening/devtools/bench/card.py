@@ -130,6 +130,7 @@ def _fill(count: int, seed: int) -> int:
         "history": "'{}'::jsonb",
         "caller_key": f"'447700' || {number}",
         "caller_name": "''",
+        "caller_token": "''",  # as calls stored before pseudonyms (filled in when audited)
         "context": "'{}'::jsonb",
         "reason": "CASE WHEN r >= 0.68 AND r < 0.88 AND r2 < 0.6 THEN 'spam' ELSE '' END",
         "reason_note": "''",

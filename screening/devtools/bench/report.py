@@ -218,6 +218,16 @@ def _context_lines(res: dict[str, Any]) -> list[str]:
             lines.append(
                 f"  {kind:<14} p50 {_ms2(t['p50'])} p99 {_ms2(t['p99'])} max {_ms2(t['max'])}"
             )
+    if "intake" in res:
+        r = res["intake"]
+        lines += ["", f"intake (receive_call, in process), {r['calls']} calls each way, ms:"]
+        for variant, label in (("chain_ms", "chain"), ("no_chain_ms", "no chain")):
+            t = r[variant]
+            lines.append(
+                f"  {label:<9} mean {_ms2(t['mean'])} p50 {_ms2(t['p50'])} "
+                f"p99 {_ms2(t['p99'])} max {_ms2(t['max'])}"
+            )
+        lines.append(f"  the chain adds: mean {r['added_ms_mean']} ms, p50 {r['added_ms_p50']} ms")
     if "push_context" in res:
         r = res["push_context"]
         lines += ["", f"push with and without the card's context, {r['operators']} operators (ms):"]

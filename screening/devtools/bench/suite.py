@@ -76,6 +76,8 @@ class SuiteConfig:
     card_calls: int = 1_000_000
     card_reads: int = 2000
     context_operators: int = 100
+    # intake (screening/devtools/bench/intake.py): calls with the audit chain, and as many without
+    intake_calls: int = 1000
 
     @property
     def max_operators(self) -> int:
@@ -94,7 +96,7 @@ class SuiteConfig:
     def needs_server(self) -> bool:
         """Whether a part runs on the suite's own deployment (card reads the database directly;
         lookups starts deployments of its own)."""
-        return bool(set(self.parts) - {"card", "lookups"})
+        return bool(set(self.parts) - {"card", "lookups", "intake"})
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -639,11 +641,15 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
     sessions = make_sessions(config.max_operators)
     measured: dict[str, Any] = {}
-    processes = "no server (card only)"
+    processes = "no server (in process only)"
     if "card" in config.parts:
         from screening.devtools.bench import card
 
         measured["card"] = card.measure_card(config.card_calls, config.card_reads)
+    if "intake" in config.parts:
+        from screening.devtools.bench import intake
+
+        measured["intake"] = intake.measure_intake(config.intake_calls)
     if config.needs_server:
         context_callers: list[str] = []
         if "push_context" in config.parts:

@@ -36,8 +36,9 @@ WORKER_GRACE_S = 30.0
 PG_URL = "postgresql://postgres@127.0.0.1:5432"
 SUITE_PARTS = ("push", "memory", "decide", "throughput", "login")
 # Run only when asked for by name (--parts): lookups starts three deployments of its own, card
-# seeds a million calls first, push_context repeats the push part with full cards.
-EXTRA_PARTS = ("lookups", "card", "push_context")
+# seeds a million calls first, push_context repeats the push part with full cards, intake times
+# the store-before-push step in process with and without the audit chain.
+EXTRA_PARTS = ("lookups", "card", "push_context", "intake")
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -143,6 +144,12 @@ class Command(BaseCommand):
             help="push_context: operators connected (100)",
         )
         suite.add_argument(
+            "--intake-calls",
+            type=int,
+            default=1000,
+            help="intake: calls with the audit chain, and as many without (1000)",
+        )
+        suite.add_argument(
             "--smoke", action="store_true", help="a tiny suite (CI): embedded, a few operators"
         )
 
@@ -221,6 +228,7 @@ class Command(BaseCommand):
             "card_calls": options["card_calls"],
             "card_reads": options["card_reads"],
             "context_operators": options["context_operators"],
+            "intake_calls": options["intake_calls"],
         }
         if options["smoke"]:
             setups = ["embedded"]
