@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
 
 from screening.calls import audit_rewrite, lookups, precedent, pseudonyms, store
 from screening.calls.numbers import normalise
@@ -38,6 +40,7 @@ from screening.models import (
     Call,
     CallerNote,
     CallerPrecedent,
+    CallStatus,
     Contact,
     ContactNumber,
     ContactSource,
@@ -63,12 +66,20 @@ class Number:
     key: str
     token: str
 
-    def calls(self) -> QuerySet[Call]:
+    def all_calls(self) -> QuerySet[Call]:
         """Calls that still hold the number."""
         match = Q(caller=self.typed)
         if self.key:
             match |= Q(caller_key=self.key)
         return Call.objects.filter(match).exclude(caller="")
+
+    def calls(self) -> QuerySet[Call]:
+        """The number's calls that have settled. A call still in progress, or ended moments ago,
+        may yet get an audit row from code that read it before the erasure (a decision being
+        carried out, a lookup, a reason): that row would hold the number, and the chain, which
+        hashes a row with its call's number as the database then holds it, would no longer
+        verify. Those calls are left for the next erasure."""
+        return self.all_calls().exclude(_settling())
 
     def named_calls(self, ids: list[int], *, lock: bool = False) -> list[Call]:
         """Calls ``ids`` (the number's) and those retention pseudonymised before, that show who
@@ -86,6 +97,14 @@ class Number:
 
     def contact_numbers(self) -> QuerySet[ContactNumber]:
         return ContactNumber.objects.filter(normalised=self.key) if self.key else _none()
+
+
+SETTLE_SECONDS = 120  # after this long an ended call gets no more rows from code that read it
+
+
+def _settling() -> Q:
+    recent = timezone.now() - timedelta(seconds=SETTLE_SECONDS)
+    return Q(status__in=(CallStatus.PENDING, CallStatus.DECIDING)) | Q(received_at__gte=recent)
 
 
 def _none() -> QuerySet[ContactNumber]:
@@ -134,10 +153,11 @@ class ErasureResult:
     precedents: int = 0  # precedent rows moved to the pseudonym
     reviews: int = 0  # review-queue answers moved to the pseudonym
     rules: int = 0  # rules naming the number, kept
+    settling: int = 0  # calls still in progress or just ended, left for the next erasure
 
     @property
     def changed(self) -> bool:
-        return any(v for k, v in asdict(self).items() if k != "rules")
+        return any(v for k, v in asdict(self).items() if k not in {"rules", "settling"})
 
     def describe(self) -> str:
         if not self.changed:
@@ -154,6 +174,12 @@ class ErasureResult:
     def warnings(self) -> list[str]:
         """What the admin still has to do by hand."""
         said = []
+        if self.settling:
+            said.append(
+                f"{self.settling} calls from this number are in progress or ended less than "
+                f"{SETTLE_SECONDS // 60} minutes ago and were left as they are: erase the number "
+                "again in a few minutes."
+            )
         if self.pbx_contacts:
             said.append(
                 f"{self.pbx_contacts} of the deleted contacts came from the PBX's company "
@@ -180,6 +206,7 @@ def preview(number: Number) -> ErasureResult:
         contacts=_orphaned(contact_ids, number).count(),
         precedents=CallerPrecedent.objects.filter(number=number.key).count() if number.key else 0,
         rules=Rule.objects.filter(normalised=number.key).count() if number.key else 0,
+        settling=number.all_calls().filter(_settling()).count(),
     )
 
 
@@ -195,6 +222,7 @@ def erase(typed: str, *, actor: AbstractBaseUser | None = None) -> ErasureResult
     result = ErasureResult()
     with transaction.atomic():
         ids = list(number.calls().values_list("pk", flat=True))
+        result.settling = number.all_calls().filter(_settling()).count()
         done = audit_rewrite.pseudonymise(ids, "erasure of one number")
         result.calls, result.audit_rows = done.calls, done.audit_rows
         result.names = _clear_names(number, ids)
