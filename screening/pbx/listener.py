@@ -35,6 +35,10 @@ TOPICS = (30016, 30011, 30012)
 # Calls whose events are handled at once (each holds a worker-pool thread while it runs).
 MAX_CONCURRENT_EVENTS = 16
 Handler = Callable[[Event, datetime], Awaitable[None]]  # (event, when its frame arrived)
+# Told when the listener starts (link.CONNECTING), when the link goes from up to not up
+# (link.DOWN) and when it is up (subscribed) again (link.UP), with the moment: what the PBX
+# offered in between was never seen (screening.calls.reconcile).
+LinkHook = Callable[[str, datetime], Awaitable[None]]
 
 
 class LinkDead(Exception):
@@ -52,6 +56,7 @@ class PbxListener:
         backoff_base: float = 0.2,
         backoff_cap: float = 1.5,
         auth_retry: float = 30.0,
+        on_link: LinkHook | None = None,
     ) -> None:
         self.client = client
         self.handler = handler
@@ -65,6 +70,7 @@ class PbxListener:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.auth_retry = auth_retry
+        self.on_link = on_link
         self.connected = asyncio.Event()
         self._stopping = asyncio.Event()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -74,6 +80,7 @@ class PbxListener:
     async def run(self) -> None:
         attempt = 0
         await self._set_state(link.CONNECTING)
+        await self._tell(link.CONNECTING)
         async with aiohttp.ClientSession(headers={"User-Agent": self.client.user_agent}) as session:
             while not self._stopping.is_set():
                 try:
@@ -85,6 +92,7 @@ class PbxListener:
                         "PBX authentication failed: %s %s; not retrying", exc.errcode, exc.errmsg
                     )
                     await self._set_state(link.AUTH_FAILED, f"{exc.errcode} {exc.errmsg}")
+                    await self._lost()
                     await self._sleep(self.auth_retry)
                     continue
                 except (
@@ -102,7 +110,7 @@ class PbxListener:
                     # way calls get screened, so it must outlive any one failure and retry.
                     log.exception("PBX listener: unexpected failure; reconnecting")
                     reason = _describe(exc)
-                self.connected.clear()
+                await self._lost()
                 if self._stopping.is_set():
                     break
                 log.warning("PBX link down: %s", reason)
@@ -115,6 +123,20 @@ class PbxListener:
         self._stopping.set()
         if self._ws is not None:
             await self._ws.close()
+
+    async def _lost(self) -> None:
+        if self.connected.is_set():
+            self.connected.clear()
+            await self._tell(link.DOWN)
+
+    async def _tell(self, state: str) -> None:
+        if self.on_link is None:
+            return
+        try:
+            await self.on_link(state, datetime.now(UTC))
+        except Exception:
+            # Outage bookkeeping must never cost the link: the listener start covers a lost one.
+            log.exception("recording the PBX link going %s failed", state)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -151,6 +173,7 @@ class PbxListener:
             await self._subscribe(ws)
             await self._set_state(link.UP)
             self.connected.set()
+            await self._tell(link.UP)
             log.info("PBX link up (%s)", self.client.base_url)
             await self._pump(ws)
         finally:
