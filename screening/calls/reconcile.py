@@ -185,7 +185,9 @@ def parse_record(item: Any) -> CdrRecord | None:
         started=pbx_time(sent_time),
         time_sent=printable(sent_time if isinstance(sent_time, str) else str(sent_time or ""), 64),
         caller=_text(item, "from", wire.NUMBER_CHARS),
-        called=_text(item, "to", wire.NUMBER_CHARS) or _text(item, "did", wire.NUMBER_CHARS),
+        # The number dialled, as a 30016's "to" is; call_to names the extension that rang once the
+        # PBX routed the call.
+        called=_text(item, "did", wire.NUMBER_CHARS) or _text(item, "to", wire.NUMBER_CHARS),
         trunk_name=_text(item, "trunk", wire.TRUNK_NAME_CHARS),
         status=_text(item, "status", 64).upper(),
         call_type=_text(item, "type", 32).lower(),
