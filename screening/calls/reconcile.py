@@ -344,12 +344,10 @@ def reconcile(outage: LinkOutage | int, client: PbxClient | None = None) -> Link
     what the PBX does."""
     if not isinstance(outage, LinkOutage):
         outage = LinkOutage.objects.get(pk=outage)
-    end = outage.ended_at or timezone.now()
+    low, high = outage.started_at - SEARCH_SLACK, (outage.ended_at or timezone.now()) + SEARCH_SLACK
     try:
         client = client or PbxClient.from_settings()
-        items = client.cdr_search(
-            (outage.started_at - SEARCH_SLACK).timestamp(), (end + SEARCH_SLACK).timestamp()
-        )
+        items = client.cdr_search(low.timestamp(), high.timestamp())
     except (PbxError, PbxTransportError, PbxNotConfigured) as exc:
         error = printable(f"cdr/search failed: {exc}", MAX_ERROR_CHARS)
         LinkOutage.objects.filter(pk=outage.pk).update(error=error)
@@ -364,25 +362,29 @@ def reconcile(outage: LinkOutage | int, client: PbxClient | None = None) -> Link
     for record in in_scope:
         trunk = trunks[record.trunk_name]
         record_unscreened(record, trunk, fallback_time=outage.started_at, outage=outage)
-    ids = [r.call_id for r in in_scope]
-    unscreened = sum(
-        Call.objects.filter(status=CallStatus.UNSCREENED, pbx_call_id__in=ids[i : i + 500]).count()
-        for i in range(0, len(ids), 500)
+    # Counted from the record, not from this run: a rerun, a concurrent run or a late 30012
+    # (record_orphan_cdr) may have stored some of them.
+    unscreened_ids = set(
+        Call.objects.filter(
+            status=CallStatus.UNSCREENED, received_at__gte=low, received_at__lte=high
+        ).values_list("pbx_call_id", flat=True)
     )
+    offered = len({r.call_id for r in in_scope} | unscreened_ids)
+    unscreened = len(unscreened_ids)
     now = timezone.now()
     LinkOutage.objects.filter(pk=outage.pk).update(
-        reconciled_at=now, offered=len(ids), unscreened=unscreened, error=""
+        reconciled_at=now, offered=offered, unscreened=unscreened, error=""
     )
     outage.reconciled_at, outage.offered, outage.unscreened, outage.error = (
         now,
-        len(ids),
+        offered,
         unscreened,
         "",
     )
     log.info(
         "outage %s reconciled: %d calls offered on screened trunks, %d of them unscreened",
         outage.pk,
-        len(ids),
+        offered,
         unscreened,
     )
     return outage

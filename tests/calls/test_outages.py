@@ -199,10 +199,15 @@ def test_calls_nobody_saw_become_unscreened_with_what_the_pbx_did(
         rows = AuditEvent.objects.filter(call=call)
         assert [r.kind for r in rows] == [AuditKind.UNSCREENED]
         assert rows[0].detail["pbx_status"] == ("ANSWERED" if answered else "NO ANSWER")
-    # Paged: more pages than one were read, each with an explicit size.
+    # Each page is asked for with an explicit size (the PBX's default is 10,000 records), in
+    # Unix seconds, and every page is read.
     searches = quick_pbx.log("cdr/search")
     assert searches
-    assert all(int(e["query"]["page_size"]) > 0 for e in searches)
+    assert all(e["query"]["page_size"].isdigit() for e in searches)
+    assert all(e["query"]["start_time"].isdigit() for e in searches)
+    paged = client_for(quick_pbx).cdr_search(0, 2**31, page_size=2)
+    assert len(paged) == 7
+    assert len(quick_pbx.log("cdr/search")) == len(searches) + 4  # 2+2+2+1
 
 
 def test_reconciling_twice_records_nothing_twice(
