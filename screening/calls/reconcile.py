@@ -86,7 +86,7 @@ TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y/%m/%d %H:%M:%S")
 
 
 def lookback() -> timedelta:
-    return timedelta(hours=getattr(settings, "OUTAGE_LOOKBACK_HOURS", 24))
+    return timedelta(hours=settings.OUTAGE_LOOKBACK_HOURS)
 
 
 # --- reading a call record ----------------------------------------------------------------------
