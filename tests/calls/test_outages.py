@@ -440,3 +440,50 @@ def test_stats_count_unscreened_calls_apart_and_the_roll_up_is_unchanged(
         detail = supervisor.get(f"/audit/{call.pk}/").content.decode()
         assert "Offered while the event link was down" in detail
         assert "the PBX offered this call" in detail
+
+
+# --- the listener tells when the link goes down and comes back -----------------------------------
+
+
+def test_the_listener_reports_its_start_each_loss_and_each_return(pbx_sim: SimulatorThread) -> None:
+    import asyncio
+
+    from screening.pbx import link
+    from tests.pbx.test_listener import run_with_listener, until
+
+    told: list[str] = []
+
+    async def on_link(state: str, at: datetime) -> None:
+        told.append(state)
+
+    async def scenario(listener: Any, events: list[Any]) -> None:
+        await until(lambda: told == [link.CONNECTING, link.UP])
+        await asyncio.to_thread(pbx_sim.drop_sockets)
+        await until(lambda: told == [link.CONNECTING, link.UP, link.DOWN, link.UP])
+
+    run_with_listener(pbx_sim, scenario, heartbeat=5.0, on_link=on_link)
+    assert told[-1] == link.DOWN  # stopping lets go of the link too: the next start covers it
+
+
+def test_the_simulator_lists_call_records_by_start_in_pages(quick_pbx: SimulatorThread) -> None:
+    import requests
+
+    ids = offer_unheard(quick_pbx, 3)
+    client = client_for(quick_pbx)
+    records = client.cdr_search(0, 2**31, page_size=2)
+    assert [r["call_id"] for r in records] == ids
+    assert {"time", "disposition", "call_type", "src_trunk", "call_from", "uid"} <= set(records[0])
+    first = quick_pbx.call(ids[0])["offered_at"]
+    assert client.cdr_search(first + 3600, first + 7200) == []
+    token = client.access_token()
+    url = f"{quick_pbx.base_url}/openapi/v1.0/cdr/search"
+    headers = {"User-Agent": "test"}
+    missing = requests.get(url, params={"access_token": token}, headers=headers, timeout=5)
+    assert missing.json()["errcode"] == 40002
+    too_big = requests.get(
+        url,
+        params={"access_token": token, "start_time": 0, "end_time": 1, "page_size": 10_001},
+        headers=headers,
+        timeout=5,
+    )
+    assert too_big.json()["errcode"] == 40002
