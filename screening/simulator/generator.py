@@ -421,8 +421,10 @@ class CallBook:
         self.emit(EVENT_NEW_CDR, cdr)
 
     def search_records(self, start: float, end: float) -> list[dict[str, Any]]:
-        """The records of the calls that started in [start, end] (epoch seconds), oldest first."""
-        return [record for started, record in self.records if start <= started <= end]
+        """The records of the calls that started in [start, end] (epoch seconds), by start (they
+        are kept in the order the calls ended)."""
+        found = [(started, record) for started, record in self.records if start <= started <= end]
+        return [record for _, record in sorted(found, key=lambda item: item[0])]
 
     def _emit_call_state(self, call: SimCall, inbound: str, extension: str | None) -> None:
         # 30011 for trunk calls needs Call Status monitoring on the trunk (docs/pbx.md).
