@@ -293,6 +293,9 @@ SCREEN_SAFETY_MARGIN_SECONDS = env_float(
 # Listener heartbeat: the PBX cuts a socket after 60 s of silence; the docs leave the interval to
 # us, so stay well inside it. Tests shorten it together with the simulator's idle cut.
 PBX_HEARTBEAT_SECONDS = env_float("PBX_HEARTBEAT_SECONDS", 20.0, minimum=0.1, maximum=30.0)
+# How far back a starting listener looks for calls the PBX offered while nobody listened
+# (screening/calls/reconcile.py, docs/outages.md).
+OUTAGE_LOOKBACK_HOURS = env_float("OUTAGE_LOOKBACK_HOURS", 24.0, minimum=0.0, maximum=24.0 * 31)
 
 # --- The record: retention and pseudonyms (screening/calls/retention.py, docs/record.md) ---
 # Calls, audit rows and notes older than RETENTION_DAYS keep everything but the caller's number,

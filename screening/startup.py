@@ -15,6 +15,7 @@ cannot run the listener beside the server: it must run inside it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from typing import Any
 from django.conf import settings
 
 from screening import health, runtime
-from screening.calls import chain, endings, push, retention
+from screening.calls import chain, endings, push, reconcile, retention
 from screening.calls.intake import handle_event
 from screening.contacts import sync as contact_sync
 from screening.pbx import link, trunks
@@ -47,8 +48,25 @@ def make_listener() -> PbxListener:
         await handle_event(event, via="websocket", received_at=arrived)
 
     return PbxListener(
-        client, handler, heartbeat=settings.PBX_HEARTBEAT_SECONDS, verify=settings.PBX_VERIFY_TLS
+        client,
+        handler,
+        heartbeat=settings.PBX_HEARTBEAT_SECONDS,
+        verify=settings.PBX_VERIFY_TLS,
+        on_link=functools.partial(track_outages, client),
     )
+
+
+async def track_outages(client: PbxClient, state: str, at: datetime) -> None:
+    """The listener's link changes as outage windows (screening.calls.reconcile); a window closed
+    by the link coming back is reconciled in a task of its own, so events flow meanwhile."""
+    if state == link.CONNECTING:
+        await runtime.run_blocking(reconcile.listener_started, at)
+    elif state == link.DOWN:
+        await runtime.run_blocking(reconcile.link_lost, at)
+    elif state == link.UP:
+        closed = await runtime.run_blocking(reconcile.link_back, at)
+        if closed:
+            runtime.spawn(runtime.run_blocking(reconcile.reconcile_all, closed, client), "outages")
 
 
 def listener_wanted() -> bool:
@@ -95,6 +113,8 @@ async def sweep_forever(interval: float = SWEEP_INTERVAL) -> None:
         # Hourly, one process verifies the audit rows written since the last check, in a task of
         # its own (database pool).
         chain.scheduler.tick()
+        # Outage windows whose reconciliation failed are retried, in a task of their own.
+        reconcile.retry_scheduler.tick()
         if rollup.due():
             try:
                 await runtime.run_blocking(rollup.run_if_due)

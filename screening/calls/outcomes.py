@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from screening.calls import endings, store
+from screening.calls import endings, reconcile, store
 from screening.models import (
     AuditEvent,
     AuditKind,
@@ -91,7 +91,8 @@ def record_cdr(event: CallDetailRecord) -> None:
     report = f"CDR {event.status}, {event.call_duration}s, talk {event.talk_duration}s"
     with transaction.atomic():
         ended: list[tuple[Call, str | None, list[AuditEvent], bool]] = []
-        for call in _locked_calls(event.call_id):
+        calls = _locked_calls(event.call_id)
+        for call in calls:
             observed = _outcome_from_cdr(call, event)
             events = [
                 store.event(
@@ -122,6 +123,10 @@ def record_cdr(event: CallDetailRecord) -> None:
             store.record(*events)
             if settle_outcome(call, observed, now, source="30012") or changed:
                 store.send_call_on_commit(call)
+    if not calls:
+        # A call we never saw: offered while the link was down, still going on when its outage
+        # window was reconciled.
+        reconcile.record_orphan_cdr(event.raw)
 
 
 # How much each PBX observation says: a weaker one never overwrites a stronger one, so webhook
@@ -212,7 +217,12 @@ def _contradicts(call: Call, outcome: str) -> bool:
 
 def settle_outcome(call: Call, observed: str | None, now: datetime, *, source: str) -> bool:
     """Merge a PBX observation into the call (row locked by the caller's transaction) and set or
-    clear the mismatch flag. Returns whether the call changed, so the caller pushes it once."""
+    clear the mismatch flag. Returns whether the call changed, so the caller pushes it once.
+
+    An unscreened call keeps what its reconciled record said: later reports are only kept in
+    its audit trail (nobody decided it, so there is nothing to confirm)."""
+    if call.status == CallStatus.UNSCREENED:
+        return False
     outcome = call.pbx_outcome
     if observed and _OUTCOME_RANK[observed] > _OUTCOME_RANK.get(outcome, 0):
         outcome = observed

@@ -48,6 +48,10 @@ HANDSHAKE_RENEWAL_GAP = 300.0
 # Calls whose events are handled at once (each holds a worker-pool thread while it runs).
 MAX_CONCURRENT_EVENTS = 16
 Handler = Callable[[Event, datetime], Awaitable[None]]  # (event, when its frame arrived)
+# Told when the listener starts (link.CONNECTING), when the link goes from up to not up
+# (link.DOWN) and when it is up (subscribed) again (link.UP), with the moment: what the PBX
+# offered in between was never seen (screening.calls.reconcile).
+LinkHook = Callable[[str, datetime], Awaitable[None]]
 
 
 class LinkDead(Exception):
@@ -66,6 +70,7 @@ class PbxListener:
         backoff_cap: float = 1.5,
         auth_retry: float = 30.0,
         renewal_gap: float = HANDSHAKE_RENEWAL_GAP,
+        on_link: LinkHook | None = None,
     ) -> None:
         self.client = client
         self.handler = handler
@@ -82,6 +87,7 @@ class PbxListener:
         self.renewal_gap = renewal_gap
         self._failed_handshakes = 0
         self._renewed_at: float | None = None  # monotonic time of the last renewal they forced
+        self.on_link = on_link
         self.connected = asyncio.Event()
         self._stopping = asyncio.Event()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -91,6 +97,7 @@ class PbxListener:
     async def run(self) -> None:
         attempt = 0
         await self._set_state(link.CONNECTING)
+        await self._tell(link.CONNECTING)
         async with aiohttp.ClientSession(headers={"User-Agent": self.client.user_agent}) as session:
             while not self._stopping.is_set():
                 try:
@@ -107,6 +114,7 @@ class PbxListener:
                         wait = min(wait, max(0.1, exc.blocked_until - time.time() + 0.5))
                     log.error("PBX authentication failed: %s; not retrying", detail)
                     await self._set_state(link.AUTH_FAILED, detail, blocked_until=exc.blocked_until)
+                    await self._lost()
                     await self._sleep(wait)
                     continue
                 except (
@@ -124,7 +132,7 @@ class PbxListener:
                     # way calls get screened, so it must outlive any one failure and retry.
                     log.exception("PBX listener: unexpected failure; reconnecting")
                     reason = _describe(exc)
-                self.connected.clear()
+                await self._lost()
                 if self._stopping.is_set():
                     break
                 log.warning("PBX link down: %s", reason)
@@ -137,6 +145,20 @@ class PbxListener:
         self._stopping.set()
         if self._ws is not None:
             await self._ws.close()
+
+    async def _lost(self) -> None:
+        if self.connected.is_set():
+            self.connected.clear()
+            await self._tell(link.DOWN)
+
+    async def _tell(self, state: str) -> None:
+        if self.on_link is None:
+            return
+        try:
+            await self.on_link(state, datetime.now(UTC))
+        except Exception:
+            # Outage bookkeeping must never cost the link: the listener start covers a lost one.
+            log.exception("recording the PBX link going %s failed", state)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -180,6 +202,7 @@ class PbxListener:
             self._failed_handshakes = 0
             await self._set_state(link.UP)
             self.connected.set()
+            await self._tell(link.UP)
             log.info("PBX link up (%s)", self.client.base_url)
             await self._pump(ws)
         finally:

@@ -387,6 +387,7 @@ SHORT_STATUS = {
     CallStatus.EXPIRED: "Expired",
     CallStatus.GONE: "Gone",
     CallStatus.FAILED: "Failed",
+    CallStatus.UNSCREENED: "Unscreened",
 }
 
 

@@ -24,7 +24,9 @@ incomplete, counted live by the statistics, and looked at again on every run unt
 settled: a call finishing late delays that hour's roll-up, it cannot make it wrong. As a safety
 net every run also recomputes the last ``REROLL`` of complete hours. Whoever writes calls into the
 past (the history generator, an import) recomputes from there: ``rollup(since=...)``,
-``manage.py rollup_stats --since``; ``seed_history`` does so itself.
+``manage.py rollup_stats --since``; ``seed_history`` does so itself. Unscreened calls, recorded
+into past hours after a link outage (screening.calls.reconcile), are left out of the roll-up as
+they are of the statistics' counts (``stats.screened``), so recording them changes no roll-up.
 
 Idempotent: a run recomputes whole hours from the call table and replaces their rows in one
 transaction per day of hours. On PostgreSQL a transaction-scoped advisory lock lets one process at
@@ -45,7 +47,7 @@ from django.db.models.functions import Trunc
 from django.utils import timezone
 
 from screening.models import OPEN_STATUSES, Call, DecidedBy, StatsHour, StatsRollup
-from screening.reports.stats import ROLLUP_FIELDS, ROW, count_aggregates
+from screening.reports.stats import ROLLUP_FIELDS, ROW, count_aggregates, screened
 
 log = logging.getLogger("screening.rollup")
 
@@ -164,7 +166,7 @@ def _lock(wait: bool) -> bool:
 
 def _roll(start: datetime, end: datetime, now: datetime) -> tuple[int, int, int]:
     """Recompute the hours in [start, end) and replace their rows: (hours, complete, rows)."""
-    calls = Call.objects.filter(received_at__gte=start, received_at__lt=end).order_by()
+    calls = screened(Call.objects.filter(received_at__gte=start, received_at__lt=end)).order_by()
     aggregates = count_aggregates()
     grouped = (
         calls.values("trunk_id", "decided_by_id", utc_hour=Trunc("received_at", "hour", tzinfo=UTC))

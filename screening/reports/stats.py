@@ -18,6 +18,13 @@ covering index on ``received_at`` (migration 0003) keeps both scans index-only.
 SQLite has no percentile aggregate, so there the decision times are fetched and the same
 interpolation (``percentile_cont``'s) is done in Python.
 
+Unscreened calls (offered by the PBX while the event link was down, recorded afterwards from its
+call records: screening.calls.reconcile) are no part of these counts, of the roll-up or of
+"offered": nobody was asked, so they say nothing about screening. They are counted on their own,
+live (``_unscreened``: few rows, found through the ``received_at`` index), per bucket and in
+total, beside the outage windows of the period. Because the roll-up never counts them, recording
+them into hours already rolled up changes no rolled-up figure and reopens no hour.
+
 Decision time is received → claimed (the moment an operator pressed Accept or Refuse), for
 operator decisions only: rules and trunk policies decide in microseconds and would hide how
 people are doing.
@@ -45,7 +52,15 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Trunc
 from django.utils import timezone
 
-from screening.models import Call, CallStatus, DecidedBy, StatsHour, StatsRollup, Trunk
+from screening.models import (
+    Call,
+    CallStatus,
+    DecidedBy,
+    LinkOutage,
+    StatsHour,
+    StatsRollup,
+    Trunk,
+)
 from screening.reports.params import BoundedDateField
 
 AUTO_KINDS = (DecidedBy.RULE, DecidedBy.TRUNK_POLICY, DecidedBy.FALLBACK)
@@ -231,6 +246,7 @@ class Bucket:
     label: str
     counts: Counts = field(default_factory=Counts)
     timing: Timing = field(default_factory=Timing)
+    unscreened: int = 0  # offered while the event link was down (not in ``counts``)
 
 
 @dataclass
@@ -270,6 +286,8 @@ class Stats:
     by_hour_of_day: list[Group]
     by_trunk: list[Group]
     by_operator: list[OperatorStats]
+    unscreened: int = 0
+    outages: list[LinkOutage] = field(default_factory=list)
 
 
 @contextmanager
@@ -290,8 +308,13 @@ def compute(period: Period) -> Stats:
         return _compute(period)
 
 
+def screened(calls: QuerySet[Call]) -> QuerySet[Call]:
+    """The calls the statistics and the roll-up count: all but the unscreened ones."""
+    return calls.exclude(status=CallStatus.UNSCREENED)
+
+
 def _compute(period: Period) -> Stats:
-    calls = Call.objects.filter(received_at__gte=period.start, received_at__lt=period.end)
+    calls = screened(Call.objects.filter(received_at__gte=period.start, received_at__lt=period.end))
     tz = timezone.get_current_timezone()
     buckets = _empty_buckets(period)
     total = Counts()
@@ -366,6 +389,12 @@ def _compute(period: Period) -> Stats:
         if key in buckets:
             buckets[key].timing = timing
     _finish_operators(operators, active, trunks, hour_trunk, timings["operator"])
+    unscreened = 0
+    for hour, count in _unscreened(period, tz):
+        unscreened += count
+        bucket = buckets.get(hour.date() if period.by == "day" else hour)
+        if bucket is not None:
+            bucket.unscreened += count
     return Stats(
         period=period,
         window_ms=settings.SCREEN_WINDOW_SECONDS * 1000,
@@ -375,7 +404,37 @@ def _compute(period: Period) -> Stats:
         by_hour_of_day=hours,
         by_trunk=sorted(by_trunk.values(), key=lambda g: g.label.lower()),
         by_operator=sorted(operators.values(), key=lambda o: o.label.lower()),
+        unscreened=unscreened,
+        outages=outages(period),
     )
+
+
+def _unscreened(period: Period, tz: Any) -> Iterator[tuple[datetime, int]]:
+    """(local hour, unscreened calls) over the period."""
+    rows = (
+        Call.objects.filter(
+            received_at__gte=period.start,
+            received_at__lt=period.end,
+            status=CallStatus.UNSCREENED,
+        )
+        .order_by()
+        .values(hour=_local_hour(tz))
+        .annotate(n=Count(ROW))
+        .values_list("hour", "n")
+    )
+    for hour, count in rows:
+        yield _hour(hour), count
+
+
+MAX_OUTAGES = 100
+
+
+def outages(period: Period) -> list[LinkOutage]:
+    """The outage windows that overlap the period, newest first (at most ``MAX_OUTAGES``)."""
+    overlapping = LinkOutage.objects.filter(started_at__lt=period.end).filter(
+        Q(ended_at__isnull=True) | Q(ended_at__gte=period.start)
+    )
+    return list(overlapping.order_by("-started_at")[:MAX_OUTAGES])
 
 
 # --- Rolled-up hours ------------------------------------------------------------------------

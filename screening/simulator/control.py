@@ -54,6 +54,8 @@ class Faults:
     # A misbehaving PBX: answers SUCCESS to refuse_inbound but routes the call anyway (for
     # outcome-confirmation tests: 30011/30012 then contradict our "refused").
     ignore_refuse: bool = False
+    # cdr/search answers -2 (the PBX failing while an outage window is reconciled).
+    fail_cdr_search: bool = False
 
     def merge(self, changes: dict[str, Any]) -> None:
         """Validate every change first so a bad request leaves the knobs untouched."""

@@ -12,6 +12,7 @@ import asyncio
 import json
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -225,6 +226,31 @@ def cdr_msg(call: SimCall, serial: str) -> dict[str, Any]:
     }
 
 
+def search_record(record_id: int, call: SimCall, cdr: dict[str, Any]) -> dict[str, Any]:
+    """The call as ``cdr/search`` lists it. The search's field names are unconfirmed
+    (docs/outages.md): this picks the names ``cdr/list`` sorts by (``time``, ``disposition``,
+    ``call_type``, ``src_trunk``, ``uid``…) and keeps the 30012's ``call_id`` (what a 30016 is
+    matched on) and ``call_from``/``call_to`` (the search's own filter names). ``time`` is
+    PBX-local, in this process's time zone, like the 30012's ``time_start``."""
+    return {
+        "id": record_id,
+        "uid": cdr["uid"],
+        "call_id": call.call_id,
+        "time": cdr["time_start"],
+        "call_from": cdr["call_from"],
+        "call_to": cdr["call_to"],
+        "duration": cdr["call_duration"],
+        "ring_duration": max(0, cdr["call_duration"] - cdr["talk_duration"]),
+        "talk_duration": cdr["talk_duration"],
+        "disposition": cdr["status"],
+        "call_type": cdr["type"],
+        "src_trunk": cdr["src_trunk_name"],
+        "dst_trunk": " ",
+        "did_number": cdr["did_number"],
+        "recording": cdr["recording"],
+    }
+
+
 def envelope(event_type: int, serial: str, msg: dict[str, Any]) -> dict[str, Any]:
     """The wire frame: ``msg`` is a JSON-encoded string, decoded a second time by clients."""
     return {"type": event_type, "sn": serial, "msg": json.dumps(msg, separators=(",", ":"))}
@@ -274,6 +300,9 @@ class CallBook:
         self.hangup_probability = hangup_probability
         self.calls: dict[str, SimCall] = {}
         self.by_channel: dict[str, SimCall] = {}
+        # The PBX's call records (what cdr/search lists): one per ended call, oldest first, kept
+        # whether or not anyone was subscribed when the call was offered.
+        self.records: deque[tuple[float, dict[str, Any]]] = deque(maxlen=MAX_KEPT_CALLS)
         # Trunk Status Monitor settings; every trunk starts monitored and controlled.
         self.monitor = {t.id: {"enb_call_status": 1, "enb_control_inbound_call": 1} for t in TRUNKS}
         self._ids = CallIds(rng)
@@ -402,7 +431,15 @@ class CallBook:
         call.state = ENDED
         call.ended_at = time.time()
         self._emit_call_state(call, "BYE", "BYE" if reached_extension else None)
-        self.emit(EVENT_NEW_CDR, cdr_msg(call, self.serial))
+        cdr = cdr_msg(call, self.serial)
+        self.records.append((call.offered_at, search_record(len(self.records) + 1, call, cdr)))
+        self.emit(EVENT_NEW_CDR, cdr)
+
+    def search_records(self, start: float, end: float) -> list[dict[str, Any]]:
+        """The records of the calls that started in [start, end] (epoch seconds), by start (they
+        are kept in the order the calls ended)."""
+        found = [(started, record) for started, record in self.records if start <= started <= end]
+        return [record for _, record in sorted(found, key=lambda item: item[0])]
 
     def _emit_call_state(self, call: SimCall, inbound: str, extension: str | None) -> None:
         # 30011 for trunk calls needs Call Status monitoring on the trunk (docs/pbx.md).

@@ -65,6 +65,7 @@ KNOWN_EVENT_IDS = frozenset(range(30001, 30040))
 WEBHOOK_TIMEOUT_S = 5.0
 WEBHOOK_RETRIES = 3
 MAX_LOG_ENTRIES = 50_000
+CDR_MAX_PAGE = 10_000  # cdr/search's default and largest page (doc)
 HTML_ERROR_PAGE = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
 
 Handler = Callable[[web.Request, dict[str, Any]], dict[str, Any]]
@@ -194,6 +195,7 @@ class PbxSimulator:
             ("GET", "trunk/list"): (self._trunk_list, True),
             ("POST", "trunk_status_monitor/update"): (self._monitor_update, True),
             ("GET", "trunk_status_monitor/list"): (self._monitor_list, True),
+            ("GET", "cdr/search"): (self._cdr_search, True),
             ("GET", "company_contact/list"): (self._wrap(self.directory.list), True),
             ("GET", "company_contact/search"): (self._wrap(self.directory.search), True),
             ("GET", "company_contact/get"): (self._wrap(self.directory.get), True),
@@ -511,6 +513,29 @@ class PbxSimulator:
             {"trunk_id": t.id, "name": t.name, **monitor[t.id]} for t in TRUNKS if t.id in monitor
         ]
         return _paged(items, params)
+
+    # ----------------------------------------------------------------- call records
+
+    def _cdr_search(self, _request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        """Call records whose start lies in [start_time, end_time], paged. The bounds are taken as
+        Unix seconds (the endpoint also takes a date-time in the PBX's display format, which this
+        PBX does not offer); the default and largest page is 10,000 records, as documented."""
+        if self.faults.fail_cdr_search:
+            return result(-2)
+        bounds: dict[str, int] = {}
+        for name in ("start_time", "end_time"):
+            value = str(params.get(name, "")).strip()
+            if not value.isdigit():
+                return param_error(name, "invalid" if value else "required", value or None)
+            bounds[name] = int(value)
+        try:
+            page_size = int(params.get("page_size", CDR_MAX_PAGE))
+        except ValueError:
+            return param_error("page_size", "invalid")
+        if not 1 <= page_size <= CDR_MAX_PAGE:
+            return param_error("page_size", "invalid", page_size)
+        records = self.book.search_records(bounds["start_time"], bounds["end_time"] + 0.999)
+        return _paged(records, {**params, "page_size": page_size})
 
     # ----------------------------------------------------------------- event delivery
 

@@ -207,5 +207,5 @@ def test_calls_the_pbx_routed_or_dropped_while_pending_with_us_by_signed_webhook
     assert recorded(routed) == ("expired", "pbx_timeout", "answered", False)
     assert recorded(hung_up) == ("gone", "caller", "caller_hung_up", False)
     assert totals_on_the_stats_page(live) == {
-        "accepted": 0, "refused": 0, "expired": 2, "gone": 1, "failed": 0,
+        "accepted": 0, "refused": 0, "expired": 2, "gone": 1, "failed": 0, "unscreened": 0,
     }  # fmt: skip

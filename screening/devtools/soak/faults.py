@@ -17,7 +17,15 @@ CLEAR = {
     "non_json_rate": 0.0,
     "refuse_websocket": False,
 }
-KINDS = ("drop_sockets", "latency_spike", "error_burst", "revoke_token", "ws_outage")
+# A link outage comes early, so even a short soak records calls offered while the link was down.
+KINDS = (
+    "drop_sockets",
+    "link_outage",
+    "latency_spike",
+    "error_burst",
+    "revoke_token",
+    "ws_outage",
+)
 
 
 @dataclass
@@ -112,6 +120,19 @@ class FaultDriver:
         before = await self._subscribes()
         await self._post("drop_sockets")
         await asyncio.sleep(seconds)
+        await self.set_faults(refuse_websocket=False)
+        record.recovery_s = await self._until_subscribed(before)
+        self.injected.append(record)
+
+    async def link_outage(self, until: float) -> None:
+        """The event link is down for longer than the PBX's window: calls offered meanwhile are
+        routed by the PBX with nobody asked, and must be recorded as unscreened afterwards."""
+        seconds = self.rng.uniform(8.0, 15.0)
+        record = Injected("link_outage", time.time(), f"event link down for {seconds:.1f} s")
+        await self.set_faults(refuse_websocket=True)
+        before = await self._subscribes()
+        await self._post("drop_sockets")
+        await asyncio.sleep(min(seconds, max(0.0, until - time.time() - 2)))
         await self.set_faults(refuse_websocket=False)
         record.recovery_s = await self._until_subscribed(before)
         self.injected.append(record)

@@ -1,14 +1,19 @@
 """The soak's verdict: the database against the simulated PBX's own record of every call.
 
 Violations (any one fails the run):
-* a call the PBX delivered to us (its 30016 reached a subscribed socket) has no row, or its row is
-  still open, or it has not exactly one terminal audit entry;
+* a call the PBX offered is missing: it was delivered to us (its 30016 reached a subscribed
+  socket), or offered on a screened trunk while our link was down, and has no row;
+* a call has more than one row (seen live and recorded unscreened too, or recorded twice);
+* a screened call is still open, or has not exactly one terminal audit entry;
+* an unscreened call (offered while the link was down, recorded from the PBX's call records
+  afterwards) has not exactly one terminal audit entry (its "unscreened" row), or says the PBX
+  did other than it did;
 * the PBX received more than one accept/refuse for one call;
 * an audited accept/refuse that the PBX did not carry out;
 * more than one live PBX token at the end, or more than one new token per revocation.
 
-Calls the PBX offered while our link was down are counted, not judged: the PBX routed them itself
-(fail-open), and pbxscreen could not have known about them.
+Calls offered while the link was down on a trunk whose screening is off are counted apart: they
+would have been accepted at once, and are not recorded (the PBX routed them just the same).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from screening.models import AuditEvent, AuditKind, Call, CallStatus
+from screening.models import AuditEvent, AuditKind, Call, CallStatus, PbxOutcome, Trunk
 
 DECISION_ENDPOINTS = frozenset({"call/accept_inbound", "call/refuse_inbound"})
 TOKEN_REFUSED = frozenset({10004})
@@ -64,18 +69,49 @@ def check(
             decisions.setdefault(channel, []).append(entry)
 
     delivered = [c for c in sim_calls if c.get("delivered", 0) > 0]
-    by_key = {(c["call_id"], c["channel_id"]): c for c in sim_calls}
+    offered_ids = {c["call_id"] for c in sim_calls}
+    by_call: dict[str, list[Call]] = {}
+    for row in rows.values():
+        by_call.setdefault(row.pbx_call_id, []).append(row)
+    screened_trunks = set(
+        Trunk.objects.filter(screening_enabled=True).values_list("name", flat=True)
+    )
     statuses: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
+    tally: Counter[str] = Counter()
     failed_but_done = 0
-    for sim in delivered:
-        row = rows.get((sim["call_id"], sim["channel_id"]))
-        if row is None:
-            v.append(f"call {sim['call_id']}: delivered by the PBX but not recorded")
+    for sim in sim_calls:
+        found = by_call.get(sim["call_id"], [])
+        if not found:
+            if sim.get("delivered", 0) > 0 or sim["trunk_name"] in screened_trunks:
+                tally["missing"] += 1
+                v.append(f"call {sim['call_id']}: offered by the PBX but not recorded")
+            else:
+                tally["not_screened_link_down"] += 1
             continue
+        if len(found) > 1:
+            v.append(f"call {sim['call_id']}: recorded {len(found)} times")
+        row = found[0]
         statuses[row.status] += 1
-        kinds[row.decided_by_kind or "-"] += 1
         outcomes = audits.get(row.pk, [])
+        if row.status == CallStatus.UNSCREENED:
+            tally["unscreened"] += 1
+            if outcomes != [AuditKind.UNSCREENED]:
+                v.append(f"call {sim['call_id']}: unscreened with audit entries {outcomes}")
+            answered = sim.get("answered_at") is not None
+            expected_outcome = PbxOutcome.ANSWERED if answered else PbxOutcome.NO_ANSWER
+            if row.pbx_outcome != expected_outcome:
+                v.append(
+                    f"call {sim['call_id']}: unscreened as {row.pbx_outcome or '-'} but the PBX "
+                    f"{'answered it' if answered else 'did not answer it'}"
+                )
+            if sim.get("delivered", 0) > 0:
+                tally["unscreened_written_to_a_closing_socket"] += 1
+            continue
+        tally["screened"] += 1
+        kinds[row.decided_by_kind or "-"] += 1
+        if row.channel_id != sim["channel_id"]:
+            v.append(f"call {sim['call_id']}: recorded on channel {row.channel_id!r}")
         if len(outcomes) != 1:
             v.append(f"call {sim['call_id']}: {len(outcomes)} terminal audit entries {outcomes}")
         if row.status in {CallStatus.PENDING, CallStatus.DECIDING}:
@@ -87,8 +123,8 @@ def check(
             )
         if row.status == CallStatus.FAILED and sim["outcome"] in {"accepted", "refused"}:
             failed_but_done += 1  # a timed-out request the PBX did carry out: honest "unknown"
-    for call_id, channel in rows:
-        if (call_id, channel) not in by_key:
+    for call_id in by_call:
+        if call_id not in offered_ids:
             v.append(f"call {call_id}: recorded but the PBX never offered it")
     for channel, entries in decisions.items():
         # A request refused for its token (10004) was not a decision: the client renews the token
@@ -108,6 +144,10 @@ def check(
     errcodes = Counter(_answer(e) for entries in decisions.values() for e in entries)
     verdict.counts = {
         "offered": len(sim_calls),
+        "screened": tally["screened"],
+        "unscreened": tally["unscreened"],
+        "missing": tally["missing"],
+        "not_screened_link_down": tally["not_screened_link_down"],
         "delivered": len(delivered),
         "not_delivered_link_down": len(sim_calls) - len(delivered),
         "recorded": len(rows),
@@ -121,6 +161,11 @@ def check(
         ),
         "live_tokens_at_end": live_tokens,
     }
+    if tally["unscreened_written_to_a_closing_socket"]:
+        verdict.notes.append(
+            f"{tally['unscreened_written_to_a_closing_socket']} call(s) whose 30016 the PBX wrote "
+            "to a socket that closed before we read it: recorded unscreened, as they were"
+        )
     if failed_but_done:
         verdict.notes.append(
             f"{failed_but_done} call(s) recorded failed (no answer in time) that the PBX did carry "

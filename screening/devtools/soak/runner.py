@@ -188,18 +188,22 @@ async def drive(options: Options, credentials: list[Any], urls: list[str], sim_u
 
 
 async def drain(sim_url: str, window: float) -> None:
-    """Wait for every held call to end at the PBX and every open call to finish here."""
-    from screening.models import OPEN_STATUSES, Call
+    """Wait for every call to end at the PBX, every open call to finish here and every outage
+    window to be reconciled (its missed calls recorded as unscreened)."""
+    from screening.models import OPEN_STATUSES, Call, LinkOutage
+
+    def unfinished() -> int:
+        still_open = Call.objects.filter(status__in=OPEN_STATUSES).count()
+        windows = LinkOutage.objects.filter(reconciled_at__isnull=True).count()
+        return still_open + windows
 
     deadline = time.monotonic() + window + 45  # a stuck decision is swept after 30 s
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
             async with http.get(f"{sim_url}/_sim/state") as response:
-                held = (await response.json())["held_calls"]
-            still_open = await asyncio.to_thread(
-                lambda: Call.objects.filter(status__in=OPEN_STATUSES).count()
-            )
-            if not held and not still_open:
+                live_calls = (await response.json())["live_calls"]
+            left = await asyncio.to_thread(unfinished)
+            if not live_calls and not left:
                 await asyncio.sleep(1.0)  # late 30011/30012 and pushes
                 return
             await asyncio.sleep(0.25)
@@ -320,9 +324,14 @@ def _print(report: dict[str, Any]) -> None:
     print("\n=== soak report ===")
     print(f"duration: {report['seconds']} s (setup, run and drain)")
     print(
-        f"calls offered by the PBX: {counts['offered']}; delivered to pbxscreen: "
-        f"{counts['delivered']}; offered while the link was down (routed unscreened by the "
-        f"PBX): {counts['not_delivered_link_down']}"
+        f"calls offered by the PBX: {counts['offered']}; screened: {counts['screened']}; "
+        f"unscreened (offered while the link was down, recorded afterwards): "
+        f"{counts['unscreened']}; missing: {counts['missing']}"
+    )
+    print(
+        f"delivered to pbxscreen: {counts['delivered']}; offered while the link was down: "
+        f"{counts['not_delivered_link_down']} (of which on a trunk not screened, not recorded: "
+        f"{counts['not_screened_link_down']})"
     )
     print(f"recorded outcomes: {counts['outcomes']}")
     print(f"decided by: {counts['decided_by']}")
