@@ -519,3 +519,50 @@ def test_only_superusers_may_erase(calls: dict[str, list[Call]]) -> None:
     data = {"action": "erase_callers", "_selected_action": [calls["new"][0].pk], "confirm": "yes"}
     client.post("/admin/screening/call/", data)
     assert Call.objects.get(pk=calls["new"][0].pk).caller == NEW
+
+
+def verified() -> str:
+    """What ``verify_audit`` says of the whole chain (it exits non-zero on a break)."""
+    out = StringIO()
+    call_command("verify_audit", stdout=out)
+    return out.getvalue()
+
+
+def test_the_audit_chain_verifies_after_retention_and_after_an_erasure(
+    calls: dict[str, list[Call]], alice: AbstractBaseUser
+) -> None:
+    chained = AuditEvent.objects.filter(chain_seq__isnull=False).count()
+    assert chained == AuditEvent.objects.count()  # every row of these calls is in the chain
+    assert f"{chained} rows verified" in verified()
+    retention.apply()
+    assert holds(trail(calls["both_new"][0]), BOTH)  # a new call keeps its number
+    assert not holds(trail(calls["old"][0]), OLD)  # an old one does not, and still verifies
+    after_retention = AuditEvent.objects.count()
+    assert f"{after_retention} rows verified" in verified()
+    # New rows join the chain after the rewrite, as every later row does.
+    decided(OLD, alice, days_ago=0.01)
+    call_command("erase_number", BOTH, stdout=StringIO())
+    assert not holds(trail(calls["both_new"][0]), BOTH)
+    assert f"{AuditEvent.objects.count()} rows verified" in verified()
+    # And the chain still notices what the rewrite is not allowed to do.
+    victim = AuditEvent.objects.filter(call=calls["old"][0]).order_by("chain_seq").first()
+    assert victim is not None
+    with audit_rewrite.rewriting("test: a change that is not pseudonymisation") as rewrite:
+        rewrite.update(AuditEvent.objects.filter(pk=victim.pk), message="rewritten")
+    with pytest.raises(SystemExit):
+        call_command("verify_audit", stdout=StringIO(), stderr=StringIO())
+
+
+def test_an_erasure_leaves_a_call_still_in_progress_for_the_next_one(
+    calls: dict[str, list[Call]],
+) -> None:
+    live = intake.receive_call(
+        IncomingCall("1900000099.1", "PJSIP/ret-live", NEW, "02079460000", "peer-ret", "S", ""),
+        via="test",
+    ).call
+    out = StringIO()
+    call_command("erase_number", NEW, stdout=out)
+    assert "in progress or ended less than 2 minutes ago" in out.getvalue()
+    assert Call.objects.get(pk=live.pk).caller == NEW  # left as it is, for now
+    assert Call.objects.get(pk=calls["new"][0].pk).caller == pseudonyms.token(NEW_KEY)
+    assert "rows verified" in verified()
