@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from screening.calls import store
-from screening.models import AuditEvent, AuditKind, Call, CallStatus, DecidedBy
+from screening.models import AuditEvent, AuditKind, Call, CallStatus, DecidedBy, PbxOutcome
 from screening.reports.rollup import reopen_hour
 from screening.runtime import run_blocking, spawn
 
@@ -127,16 +127,30 @@ def sweep(now: datetime | None = None) -> int:
 
 
 def _give_up(call_pk: int, now: datetime) -> bool:
-    changes = {"status": CallStatus.FAILED, "finished_at": now, "pbx_errmsg": "outcome unknown"}
+    """A decision whose process died before the PBX answered it: failed, as nobody knows whether
+    the request reached the PBX. What the PBX's own reports (30011/30012) already say happened to
+    the call is named in the record, so a supervisor does not read "unknown" where it is known."""
     with transaction.atomic():
-        failed = store.transition(call_pk, changes, status=CallStatus.DECIDING)
+        stuck = (
+            Call.objects.select_related("trunk", "decided_by")
+            .select_for_update(of=("self",))
+            .filter(pk=call_pk, status=CallStatus.DECIDING)
+            .first()
+        )
+        if stuck is None:
+            return False
+        message = "Failed: the deciding process stopped before the PBX answered"
+        errmsg = "outcome unknown"
+        if stuck.pbx_outcome:
+            reported = PbxOutcome(stuck.pbx_outcome).label.lower()
+            message += f"; the PBX's own reports show the call: {reported}"
+            errmsg = f"no answer to our request; PBX reports: {reported}"
+        else:
+            message += "; outcome unknown"
+        changes = {"status": CallStatus.FAILED, "finished_at": now, "pbx_errmsg": errmsg}
+        failed = store.transition(stuck, changes, status=CallStatus.DECIDING)
         if failed is None:
             return False
-        store.audit(
-            failed,
-            AuditKind.FAILED,
-            "Failed: the deciding process stopped before the PBX answered; outcome unknown",
-            at=now,
-        )
+        store.audit(failed, AuditKind.FAILED, message, at=now, pbx_outcome=failed.pbx_outcome)
         store.send_call_on_commit(failed)
     return True

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from screening.calls import decisions, endings, intake
 from screening.calls.roles import setup_roles
-from screening.models import AuditEvent, Call, CallStatus, Trunk
+from screening.models import AuditEvent, Call, CallStatus, PbxOutcome, Trunk
 from screening.pbx.client import PbxClient
 from screening.pbx.events import IncomingCall
 from screening.simulator import SimulatorThread
@@ -58,6 +58,32 @@ def test_sweeper_gives_up_on_a_decision_whose_process_died() -> None:
     call.refresh_from_db()
     assert call.status == CallStatus.FAILED
     assert "outcome unknown" in AuditEvent.objects.get(call=call, kind="failed").message
+
+
+@pytest.mark.parametrize(
+    ("reported", "says"),
+    [
+        (PbxOutcome.ANSWERED, "answered"),
+        (PbxOutcome.ROUTED, "routed to an extension"),
+        (PbxOutcome.DROPPED, "dropped by the pbx"),
+        (PbxOutcome.CALLER_HUNG_UP, "caller hung up"),
+        (PbxOutcome.NO_ANSWER, "not answered"),
+    ],
+)
+def test_a_given_up_decision_names_what_the_pbxs_reports_showed(reported: str, says: str) -> None:
+    call = intake.receive_call(incoming(), via="test").call
+    Call.objects.filter(pk=call.pk).update(
+        status=CallStatus.DECIDING,
+        deadline=timezone.now() - timedelta(minutes=2),
+        pbx_outcome=reported,  # a 30011/30012 arrived while the decision hung
+    )
+    assert endings.sweep() == 1
+    call.refresh_from_db()
+    assert call.status == CallStatus.FAILED
+    assert call.pbx_errmsg == f"no answer to our request; PBX reports: {says}"
+    row = AuditEvent.objects.get(call=call, kind="failed")
+    assert row.message.endswith(f"the PBX's own reports show the call: {says}")
+    assert "unknown" not in row.message
 
 
 def test_a_pending_call_is_not_swept_before_its_deadline() -> None:
