@@ -17,22 +17,10 @@ from django.test import Client
 
 from screening.calls import audit_rewrite, intake, store
 from screening.models import AuditEvent, AuditKind, Call
-from screening.pbx.events import IncomingCall
+from tests.support.calls import incoming
 from tests.support.live import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def incoming(call_id: str = "1700000000.1") -> IncomingCall:
-    return IncomingCall(
-        call_id=call_id,
-        channel_id=f"PJSIP/trunk-x-{call_id}",
-        caller="07700900123",
-        called="02079460000",
-        trunk_name="peer-to-41",
-        sn="SN",
-        member_status="ALERT",
-    )
 
 
 @pytest.fixture

@@ -21,24 +21,12 @@ from django.utils import timezone
 
 from screening.calls import audit_rewrite, chain, intake, pseudonyms, store
 from screening.models import AuditChainHead, AuditEvent, AuditKind, Call
-from screening.pbx.events import IncomingCall
+from tests.support.calls import incoming
 from tests.support.live import ROOT, database_url, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CALLER = "07700900123"
-
-
-def incoming(call_id: str, caller: str = CALLER) -> IncomingCall:
-    return IncomingCall(
-        call_id=call_id,
-        channel_id=f"PJSIP/trunk-x-{call_id}",
-        caller=caller,
-        called="02079460000",
-        trunk_name="peer-to-41",
-        sn="SN",
-        member_status="ALERT",
-    )
 
 
 @pytest.fixture
