@@ -304,6 +304,9 @@ class PbxClient:
             # what is left, then fall back to the still-valid token.
             deadline = time.time() + (deadline - time.time()) / 2
         try:
+            # Re-check both refusals under the lock: the previous holder may have just failed,
+            # after this caller looked but before it took the lock.
+            self._raise_if_locked_out()
             self._raise_if_recent_failure()
             token = self._obtain(current, deadline)
         except PbxAuthError:

@@ -226,6 +226,41 @@ def test_wrong_secret_from_many_threads_is_one_attempt(
     assert len(sim.log("get_token")) == 1
 
 
+class _LateRefusalCache(LocMemCache):
+    """A cache in which another worker's login fails just before this one takes the lock:
+    after this worker has looked for a refusal and found none."""
+
+    def __init__(self, name: str, refuse: Any) -> None:
+        super().__init__(name, {})
+        self.refuse = refuse
+
+    def add(self, key: str, *args: Any, **kwargs: Any) -> bool:
+        if ":token-lock:" in key and self.refuse is not None:
+            refuse, self.refuse = self.refuse, None
+            refuse(self)
+        return super().add(key, *args, **kwargs)
+
+
+@pytest.mark.parametrize("refusal", ["wrong secret", "token cap"])
+def test_a_refusal_recorded_between_look_and_lock_stops_the_login(refusal: str) -> None:
+    with SimulatorThread(call_rate=0.0, max_tokens=1) as sim:
+        if refusal == "token cap":
+            make_client(sim, LocMemCache(f"cap-{uuid.uuid4().hex}", {})).access_token()
+        secret = "wrong-secret" if refusal == "wrong secret" else sim.client_secret
+        expected = PbxAuthError if refusal == "wrong secret" else PbxError
+
+        def other_worker_fails(cache: LocMemCache) -> None:
+            with pytest.raises(expected):
+                make_client(sim, cache, client_secret=secret).access_token()
+
+        cache = _LateRefusalCache(f"late-{uuid.uuid4().hex}", other_worker_fails)
+        before = len(sim.log("get_token"))
+        with pytest.raises(expected):
+            make_client(sim, cache, client_secret=secret).access_token()
+        # Only the other worker asked the PBX; this one read its refusal under the lock.
+        assert len(sim.log("get_token")) == before + 1
+
+
 def test_blocked_ip_is_an_auth_error(cache: LocMemCache) -> None:
     with SimulatorThread(call_rate=0.0, max_auth_failures=1) as sim:
         wrong = make_client(sim, cache, client_secret="wrong-secret")
