@@ -73,6 +73,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # the API reference's assets, served from static, no CDN
     "screening",
 ]
 # The bench, the soak and the history seeder (screening/devtools): on by default, so the two make

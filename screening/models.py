@@ -641,3 +641,134 @@ class LinkOutage(models.Model):
 
     def __str__(self) -> str:
         return f"link down {self.started_at:%Y-%m-%d %H:%M:%S} → {self.ended_at or 'now'}"
+
+
+class ApiToken(models.Model):
+    """A personal key for the REST API (``Authorization: Token <key>``). The key is shown once,
+    when it is made; only its SHA-256 is kept, so a leaked database does not leak keys. A token
+    acts with exactly its user's roles; revoking it (or deactivating the user) ends it at once."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, help_text="What the token is for, e.g. 'CRM sync'")
+    # The key's first characters, kept in clear so an admin can tell which key a script holds.
+    prefix = models.CharField(max_length=16, db_index=True, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=("user", "name"),
+                condition=models.Q(revoked_at__isnull=True),
+                name="api_token_live_name_per_user",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class WebhookEndpoint(models.Model):
+    """A receiver of signed outgoing events (screening.webhooks)."""
+
+    url = models.URLField(max_length=500)
+    secret = models.CharField(
+        max_length=200, help_text="Shared secret for the X-Pbxscreen-Signature HMAC"
+    )
+    # Event type names (screening.webhooks.EVENT_TYPES); empty means every type.
+    events = models.JSONField(default=list, blank=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ("pk",)
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class DeliveryState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    DEAD = "dead", "Dead (gave up)"
+
+
+class WebhookDelivery(models.Model):
+    """The outbox: one event for one endpoint, written in the transaction of the state change it
+    reports, so it exists if and only if that change committed. ``body`` is the exact JSON sent
+    and signed; ``event_id`` is the same in every endpoint's copy of one event."""
+
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event_id = models.UUIDField()
+    type = models.CharField(max_length=40)
+    body = models.TextField()
+    # Events of one call are delivered in order (per endpoint); None for events about no call.
+    call = models.ForeignKey(
+        Call, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    state = models.CharField(
+        max_length=10, choices=DeliveryState.choices, default=DeliveryState.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    # A process that took the row for sending holds it until then (a crashed one lets go).
+    locked_until = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.IntegerField(null=True, blank=True)
+    last_latency_ms = models.IntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ("-pk",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=("endpoint", "event_id"), name="webhook_delivery_event_once"
+            )
+        ]
+        indexes = [
+            models.Index(fields=("state", "next_attempt_at"), name="webhook_due"),
+            models.Index(fields=("endpoint", "call", "state"), name="webhook_call_order"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id} → {self.endpoint}"
+
+
+class WebhookAttempt(models.Model):
+    """One try at delivering a ``WebhookDelivery``: what the receiver answered, and how fast."""
+
+    delivery = models.ForeignKey(
+        WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log"
+    )
+    at = models.DateTimeField(default=timezone.now)
+    status_code = models.IntegerField(null=True, blank=True)
+    latency_ms = models.IntegerField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ("-at",)
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.status_code or self.error}"
+
+
+class UserPreference(models.Model):
+    """A person's own display settings; blank fields follow the browser (language) and the
+    server's ``TIME_ZONE``."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preference"
+    )
+    language = models.CharField(max_length=10, blank=True)
+    time_zone = models.CharField(max_length=64, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.language or 'browser'} / {self.time_zone or 'server'}"

@@ -8,7 +8,7 @@ and the push goes out only if, and once, that transaction commits.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -51,11 +51,27 @@ def audit(call: Call | None, kind: str, message: str = "", **fields: Any) -> Aud
     return row
 
 
+Observer = Callable[[Sequence[AuditEvent]], None]
+_observers: list[Observer] = []
+
+
+def observe(observer: Observer) -> None:
+    """Have ``observer`` see every batch of audit rows ``record`` saves, inside the same
+    transaction, right after the rows are written: the one hook for what follows from a state
+    change (outgoing webhooks write their outbox rows here, metrics count after commit). An
+    observer that raises rolls the state change back, so it must only fail when the change
+    should not happen."""
+    if observer not in _observers:
+        _observers.append(observer)
+
+
 def record(*events: AuditEvent) -> None:
     """Save audit rows in one statement, in order (ids ascend, so the trail reads in order),
     linked into the audit chain in the same transaction (``chain.append``: write them after the
-    transaction's other shared writes, see its lock order)."""
+    transaction's other shared writes, see its lock order), then show them to the observers."""
     chain.append(events)
+    for observer in _observers:
+        observer(events)
 
 
 def load(call_pk: int) -> Call:
