@@ -47,6 +47,21 @@ def env_float(name: str, default: float, *, minimum: float, maximum: float) -> f
     return value
 
 
+def env_token(name: str, *, min_length: int = 16) -> str:
+    """A secret sent in an HTTP header: empty (off), or at least ``min_length`` visible ASCII
+    characters (no spaces, quotes or control characters a header could not carry as given)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return ""
+    if not all("!" <= ch <= "~" for ch in raw):
+        raise ImproperlyConfigured(
+            f"{name} may only hold visible ASCII characters (letters, digits, punctuation)"
+        )
+    if len(raw) < min_length:
+        raise ImproperlyConfigured(f"{name} must be at least {min_length} characters long")
+    return raw
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -234,10 +249,14 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", Fals
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 # /healthz is probed over plain http by load balancers and monitors on the inside.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 # A monitor sending `Authorization: Bearer <HEALTHZ_TOKEN>` gets /healthz with its detail (the PBX's
 # address, error texts), as logged-in staff do; anyone else gets the state words only. Empty: off.
 HEALTHZ_TOKEN = env_str("HEALTHZ_TOKEN").strip()
+# /metrics (screening/metrics.py, docs/metrics.md): set, only `Authorization: Bearer
+# <METRICS_TOKEN>` reads it; unset, only clients on this host that did not come through a proxy.
+# Production sets it: behind nginx every request comes from loopback.
+METRICS_TOKEN = env_token("METRICS_TOKEN")
 # Daphne behind nginx: take the client address from X-Forwarded-For (login throttling uses it).
 # Only set it when a proxy you run overwrites that header.
 PROXY_HEADERS = env_bool("PROXY_HEADERS", False)

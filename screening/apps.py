@@ -9,6 +9,8 @@ class ScreeningConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from screening import metrics
         from screening.calls import sessions
 
         sessions.connect_signals()  # operator sockets close when their access ends
+        metrics.install()  # call counters, from the audit rows of every state change

@@ -17,7 +17,7 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AbstractBaseUser
 
-from screening import health
+from screening import health, metrics
 from screening.calls import presence, push, sessions
 from screening.calls.access import visible_trunks
 from screening.calls.payload import call_payload
@@ -64,6 +64,7 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
     presence_at: float = 0.0  # monotonic time of the last presence write
     visible = True  # the page is on screen, as the browser last reported (Page Visibility API)
     closing = False  # access ended: nothing more is sent, the close is on its way
+    counted = False  # in the open-sockets gauge (admitted), until it leaves
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
@@ -102,6 +103,8 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
             await self._refuse(CLOSE_UNAVAILABLE)
             return
         await self.accept()
+        metrics.socket_opened()
+        self.counted = True
         # From now on a push the layer may have lost is answered by a resync order; one lost
         # before is covered by the snapshot below.
         health.layer_watchdog.register(self)
@@ -122,6 +125,9 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
 
     async def _leave(self) -> None:
         """Out of every group and off the presence list (idempotent)."""
+        if self.counted:
+            self.counted = False
+            metrics.socket_closed()
         health.layer_watchdog.unregister(self)
         self.detach_direct()
         groups = [*getattr(self, "streams", []), getattr(self, "user_group", None)]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import include, path
 
-from screening import views
+from screening import metrics, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -13,6 +13,7 @@ urlpatterns = [
     path("calls/<int:pk>/<str:action>", views.decide, name="decide"),
     path("pbx/webhook", views.webhook, name="webhook"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", metrics.view, name="metrics"),
     # Supervisors: audit log, call timelines, CSV export, statistics, live view.
     path("", include("screening.reports.urls")),
 ]

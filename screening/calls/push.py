@@ -23,7 +23,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 
-from screening import health
+from screening import health, metrics
 
 log = logging.getLogger("screening.calls.push")
 
@@ -94,9 +94,18 @@ def publish(kind: str, payload: dict[str, Any], *, stream: str = OPERATORS) -> i
         _lost(f"no sequence number for a {kind} push to {stream}: {health.describe(exc)}")
         return None
     message = {"type": PUSH_HANDLER, "text": encode(kind, stream, seq, payload)}
-    if not _dispatch(get_channel_layer().group_send(stream, message)):
+    if not _dispatch(_timed_send(get_channel_layer(), kind, stream, message)):
         return None
     return seq
+
+
+async def _timed_send(layer: Any, kind: str, stream: str, message: dict[str, Any]) -> None:
+    """``group_send``, timed for the metrics: the fan-out to every socket of the stream (the
+    in-memory layer writes to each local socket; Redis publishes once). A failed send is not
+    timed: ``_lost`` reports it."""
+    started = time.perf_counter()
+    await layer.group_send(stream, message)
+    metrics.push_sent(kind, time.perf_counter() - started)
 
 
 def send_to_groups(groups: list[str], message: dict[str, Any]) -> None:

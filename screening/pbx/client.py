@@ -32,6 +32,8 @@ from django.core.cache import BaseCache
 from django.core.cache import cache as default_cache
 from django.utils import timezone
 
+from screening import metrics
+
 log = logging.getLogger("screening.pbx")
 
 API_PATH = "/openapi/v1.0/"
@@ -372,6 +374,7 @@ class PbxClient:
         ):
             raise PbxTransportError(endpoint, "token answer lacks a usable access token")
         log.info("pbx %s: new access token, valid %ss (%.0f ms)", endpoint, access_ttl, elapsed_ms)
+        metrics.pbx_token_issued(endpoint)
         return _Token(
             access_token=access,
             refresh_token=refresh if refresh_ttl else "",
@@ -530,6 +533,29 @@ class PbxClient:
         if token is not None:
             query["access_token"] = token
         started = time.perf_counter()
+        # The one place every request's result is known: its time and errcode go to the metrics.
+        try:
+            data, elapsed_ms = self._exchange(
+                method, endpoint, query, body, token, timeout, started
+            )
+        except PbxTransportError as exc:
+            failure = metrics.TIMEOUT if exc.timed_out else metrics.TRANSPORT
+            metrics.pbx_request_done(endpoint, time.perf_counter() - started, failure)
+            raise
+        metrics.pbx_request_done(endpoint, elapsed_ms / 1000, data["errcode"])
+        return data, elapsed_ms
+
+    def _exchange(
+        self,
+        method: str,
+        endpoint: str,
+        query: dict[str, Any],
+        body: dict[str, Any] | None,
+        token: str | None,
+        timeout: float,
+        started: float,
+    ) -> tuple[dict[str, Any], float]:
+        """The request and the checks of its answer (``_send``'s part that may fail)."""
         try:
             # The read timeout bounds each socket read, not the whole answer; the PBX's answers
             # are small, so in practice it bounds the exchange.

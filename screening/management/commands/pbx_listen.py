@@ -7,15 +7,34 @@ import signal
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from screening import startup
+from screening import metrics, startup
 
 
 class Command(BaseCommand):
     help = "Subscribe to the PBX's events and feed them to pbxscreen (needs REDIS_URL)."
 
+    def add_arguments(self, parser: CommandParser) -> None:
+        # This process stores the calls the PBX offers and expires them: its counters are the
+        # call flow, and it has no web server of its own to expose them (docs/metrics.md).
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            help="serve this process's Prometheus metrics at http://HOST:PORT/metrics "
+            "(METRICS_TOKEN, or loopback only when unset)",
+        )
+        parser.add_argument(
+            "--metrics-host",
+            default="127.0.0.1",
+            help="the address --metrics-port listens on (default 127.0.0.1)",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
+        port = options["metrics_port"]
+        if port is not None and not 0 < port < 65536:
+            raise CommandError(f"--metrics-port {port}: a port between 1 and 65535")
         if not settings.PBX_BASE_URL:
             raise CommandError("PBX_BASE_URL is not set: there is no PBX to listen to.")
         if not settings.REDIS_URL:
@@ -23,7 +42,18 @@ class Command(BaseCommand):
             raise CommandError(
                 "pbx_listen alone needs REDIS_URL; for the embedded setup use `manage.py serve`."
             )
-        asyncio.run(self._run())
+        server = None
+        if port is not None:
+            try:
+                server = metrics.serve_in_thread(port, options["metrics_host"])
+            except OSError as exc:
+                raise CommandError(f"--metrics-port {port}: cannot listen ({exc})") from None
+            self.stdout.write(f"Metrics on http://{options['metrics_host']}:{port}/metrics")
+        try:
+            asyncio.run(self._run())
+        finally:
+            if server is not None:
+                server.shutdown()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
