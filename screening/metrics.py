@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -417,6 +418,8 @@ def _refused_text(status: int, reason: str) -> tuple[dict[str, str], bytes]:
     return headers, (reason + "\n").encode()
 
 
+# Exempt from CSRF: it changes nothing, and a POST gets this view's plain-text 405, not a form page.
+@csrf_exempt
 async def view(request: HttpRequest) -> HttpResponse:
     """``GET /metrics``: the Prometheus text format, or 401/403 plain text (never a 500)."""
     from screening.runtime import run_blocking
