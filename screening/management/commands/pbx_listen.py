@@ -8,6 +8,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 
 from screening import metrics, startup
 
@@ -22,19 +24,23 @@ class Command(BaseCommand):
             "--metrics-port",
             type=int,
             default=None,
-            help="serve this process's Prometheus metrics at http://HOST:PORT/metrics "
-            "(METRICS_TOKEN, or loopback only when unset)",
+            help=_lazy(
+                "serve this process's Prometheus metrics at http://HOST:PORT/metrics "
+                "(METRICS_TOKEN, or loopback only when unset)"
+            ),
         )
         parser.add_argument(
             "--metrics-host",
             default="127.0.0.1",
-            help="the address --metrics-port listens on (default 127.0.0.1)",
+            help=_lazy("the address --metrics-port listens on (default 127.0.0.1)"),
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         port = options["metrics_port"]
         if port is not None and not 0 < port < 65536:
-            raise CommandError(f"--metrics-port {port}: a port between 1 and 65535")
+            raise CommandError(
+                _("--metrics-port %(port)s: a port between 1 and 65535") % {"port": port}
+            )
         if not settings.PBX_BASE_URL:
             raise CommandError("PBX_BASE_URL is not set: there is no PBX to listen to.")
         if not settings.REDIS_URL:
@@ -47,8 +53,12 @@ class Command(BaseCommand):
             try:
                 server = metrics.serve_in_thread(port, options["metrics_host"])
             except OSError as exc:
-                raise CommandError(f"--metrics-port {port}: cannot listen ({exc})") from None
-            self.stdout.write(f"Metrics on http://{options['metrics_host']}:{port}/metrics")
+                raise CommandError(
+                    _("--metrics-port %(port)s: cannot listen (%(error)s)")
+                    % {"port": port, "error": exc}
+                ) from None
+            where = f"http://{options['metrics_host']}:{port}/metrics"
+            self.stdout.write(_("Metrics on %(url)s") % {"url": where})
         try:
             asyncio.run(self._run())
         finally:
