@@ -140,3 +140,11 @@ def test_a_good_metrics_token_setting_is_kept(monkeypatch: pytest.MonkeyPatch) -
     assert env_token("METRICS_TOKEN") == TOKEN
     monkeypatch.setenv("METRICS_TOKEN", "   ")
     assert env_token("METRICS_TOKEN") == ""
+
+
+def test_a_plain_http_scrape_is_not_redirected_to_https(token: str, settings: Any) -> None:
+    settings.SECURE_SSL_REDIRECT = True  # production: Prometheus scrapes each process over http
+    client = Client()
+    assert client.get("/login/").status_code == 301  # the control: pages are redirected
+    answer = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200

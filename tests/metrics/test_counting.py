@@ -3,6 +3,7 @@ change commits; labels stay few whatever the PBX sends."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import timedelta
 from typing import Any
@@ -165,3 +166,34 @@ def test_webhook_attempts_count_by_result_and_refuse_an_unknown_one() -> None:
     assert metrics.WEBHOOK_DELIVERIES.labels("dead")._value.get() == before + 1
     with pytest.raises(ValueError, match="exploded"):
         metrics.webhook_attempted("exploded")
+
+
+def lookups_timed(backend: str, result: str) -> float:
+    return sum(
+        s.value
+        for m in metrics.LOOKUP_SECONDS.collect()
+        for s in m.samples
+        if s.name.endswith("_count") and s.labels == {"backend": backend, "result": result}
+    )
+
+
+def test_each_lookup_is_timed_by_its_configured_backend_and_result() -> None:
+    from screening.calls import lookups
+
+    def timeout(_number: str) -> str:
+        raise TimeoutError("no answer within the budget")
+
+    def broken(_number: str) -> str:
+        raise lookups.LookupFailed("HTTP 500")
+
+    backends = {
+        "found": lambda _n: lookups.Found("Ann", "a source the backend names"),
+        "missed": lambda _n: None,
+        "late": timeout,
+        "failed": broken,
+    }
+    for result, backend in backends.items():
+        before = lookups_timed("crm", result)
+        with contextlib.suppress(TimeoutError, lookups.LookupFailed):
+            lookups._call("crm", backend, "+447700900123")
+        assert lookups_timed("crm", result) == before + 1, result

@@ -113,6 +113,12 @@ def test_the_sockets_gauge_follows_operators_and_metrics_need_the_token(
     with OperatorSocket(live, make_user("dave")), OperatorSocket(live, make_user("erin")):
         scraped_until(live.url, lambda s: s.get(sockets) == 2, "two sockets counted")
     scraped_until(live.url, lambda s: s.get(sockets) == 0, "both sockets to be uncounted")
+    # A socket refused to a user who may not decide calls is never counted.
+    refused = OperatorSocket(live, make_user("sam", group="Supervisors"))
+    with pytest.raises(AssertionError, match="socket closed"):
+        refused.__enter__()
+    refused.__exit__()
+    assert scrape(live.url).get(sockets) == 0
 
     # Over real HTTP: without the token, with a wrong one, with another scheme.
     for headers in (
