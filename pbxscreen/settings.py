@@ -49,7 +49,7 @@ def env_float(name: str, default: float, *, minimum: float, maximum: float) -> f
 
 def env_token(name: str, *, min_length: int = 16) -> str:
     """A secret sent in an HTTP header: empty (off), or at least ``min_length`` visible ASCII
-    characters (no spaces, quotes or control characters a header could not carry as given)."""
+    characters (no spaces, control or non-ASCII characters a header could not carry as given)."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return ""
