@@ -230,7 +230,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "screening.api.parsers.JSONParser",  # deep nesting is a 400, not a 500
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",  # form posts, as the dashboard takes them
     ],

@@ -14,9 +14,11 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import generics, serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -61,6 +63,27 @@ def _query_parameters(form_class: type[forms.Form]) -> list[OpenApiParameter]:
             )
         )
     return found
+
+
+# --- The schema and its reference ----------------------------------------------------------
+
+
+class JsonErrors:
+    """Refusals as JSON, like every other endpoint's, not in the view's own format (YAML for the
+    schema, HTML for the reference)."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        self.request.accepted_renderer = JSONRenderer()  # type: ignore[attr-defined]
+        self.request.accepted_media_type = "application/json"  # type: ignore[attr-defined]
+        return super().handle_exception(exc)  # type: ignore[misc]
+
+
+class Schema(JsonErrors, SpectacularAPIView):
+    """The OpenAPI 3 schema of this API (YAML, or JSON with ``?format=json``)."""
+
+
+class Docs(JsonErrors, SpectacularSwaggerView):
+    """The API reference (Swagger UI from the drf-spectacular-sidecar package's static files)."""
 
 
 # --- Calls ----------------------------------------------------------------------------------
