@@ -62,13 +62,12 @@ class StepSerializer(serializers.Serializer):
     kind_label = serializers.CharField()
     actor = serializers.CharField()
     message = serializers.CharField()
-    detail = serializers.DictField(child=serializers.CharField())
+    detail = serializers.SerializerMethodField()
     alert = serializers.BooleanField()
 
-    def to_representation(self, instance: Any) -> dict[str, Any]:
-        data = super().to_representation(instance)
-        data["detail"] = dict(instance.detail)  # (label, text) pairs, in the page's order
-        return data
+    def get_detail(self, step: Any) -> dict[str, str]:
+        """The row's details as the page shows them: label → text, in the page's order."""
+        return dict(step.detail)
 
 
 class CallDetailSerializer(CallRowSerializer):

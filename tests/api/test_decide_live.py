@@ -86,6 +86,18 @@ def test_an_api_refusal_with_a_reason_and_a_session_decision_via_api(live: Live)
     assert live.sim.call(sent["call_id"])["outcome"] == "refused"
     claimed = AuditEvent.objects.get(call=call, kind=AuditKind.CLAIMED)
     assert claimed.message == "Alice decided to refuse via API token 'CRM sync'"
+    # Its timeline, as a supervisor's script reads it.
+    sam = token_session(make_user("sam", group="Supervisors"), "reports")
+    detail = sam.get(f"{live.url}/api/v1/calls/{call.pk}/", timeout=10)
+    assert detail.status_code == 200, detail.text
+    steps = detail.json()["timeline"]
+    kinds = [step["kind"] for step in steps]
+    assert kinds[0] == "received"
+    assert {"claimed", "pbx_request", "pbx_response", "refused", "reason"} <= set(kinds)
+    claimed_step = next(step for step in steps if step["kind"] == "claimed")
+    assert claimed_step["detail"]["via"] == "API token 'CRM sync'"
+    assert claimed_step["actor"] == "Alice"
+    assert detail.json()["reason"] == "spam"
     # The browser's session through the API: "via API".
     browser = session_for(live.server, make_user("bob", first_name="Bob"))
     sent = live.sim.inject("+442079460124", "02079460001", "register-bt")

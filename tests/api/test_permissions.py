@@ -157,3 +157,29 @@ def test_a_token_alone_needs_no_csrf_token(callers: dict[str, Caller]) -> None:
     admin.client = Client(enforce_csrf_checks=True)
     made = admin.call("POST", "/api/v1/rules/", {"pattern": "+44 20 7946 0101", "action": "accept"})
     assert made.status_code == 201, made.content
+
+
+@pytest.mark.django_db
+def test_a_call_with_its_timeline(callers: dict[str, Caller]) -> None:
+    from datetime import UTC, datetime
+
+    from screening.models import AuditEvent, AuditKind, Trunk
+    from tests.support.reporting import make_call
+
+    at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    call = make_call(Trunk.objects.create(name="peer-main"), at, "failed", audit=True)
+    AuditEvent.objects.create(
+        call=call,
+        kind=AuditKind.PBX_RESPONSE,
+        at=at.replace(second=2),
+        message="50 busy",
+        detail={"errcode": 50, "errmsg": "busy", "round_trip_ms": 12.5, "extra": [1, {"a": 2}]},
+    )
+    answer = callers["supervisor"].call("GET", f"/api/v1/calls/{call.pk}/")
+    assert answer.status_code == 200
+    steps = answer.json()["timeline"]
+    assert [s["kind"] for s in steps] == ["received", "pbx_response"]
+    assert steps[1]["offset_ms"] == 2000
+    assert steps[1]["alert"] is True
+    assert steps[1]["detail"]["errcode"] == "50"
+    assert steps[1]["detail"]["round trip (ms)"] == "12.5"
