@@ -13,5 +13,6 @@ urlpatterns = [
     # The admin's own login form, throttled like the site's (it shadows the admin's "login/").
     path("admin/login/", throttle.protect(admin.site.login), name="admin-login"),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("screening.api.urls")),
     path("", include("screening.urls")),
 ]

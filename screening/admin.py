@@ -16,10 +16,14 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
+from screening.api import tokens
 from screening.calls import erasure, pseudonyms
 from screening.calls.numbers import normalise
 from screening.models import (
+    ApiToken,
     AuditEvent,
     Call,
     CallerNote,
@@ -588,3 +592,35 @@ class ReviewActionAdmin(ReadOnlyAdmin):
     list_filter = ("kind", "approved")
     list_select_related = ("by", "rule")
     search_fields = ("subject",)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    """API tokens (screening.api.tokens): who holds which, when used, revoked. Keys are never
+    shown (only their hash is kept): ``manage.py create_api_token`` prints a new one once."""
+
+    list_display = ("name", "user", "prefix_shown", "created_at", "last_used_at", "revoked_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    list_select_related = ("user",)
+    search_fields = ("name", "user__username", "prefix")
+    fields = ("user", "name", "prefix_shown", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+    actions = ("revoke",)
+
+    @admin.display(description=_("Key starts with"), ordering="prefix")
+    def prefix_shown(self, token: ApiToken) -> str:
+        return f"{token.prefix}…"
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Revoking is a change; nothing else about a token can be edited.
+        return request.user.has_perm("screening.change_apitoken")
+
+    @admin.action(description=_("Revoke the selected tokens"), permissions=("change",))
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        count = tokens.revoke(queryset)
+        self.message_user(
+            request,
+            ngettext("%(count)d token revoked.", "%(count)d tokens revoked.", count)
+            % {"count": count},
+            messages.SUCCESS,
+        )

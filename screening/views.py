@@ -13,7 +13,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.cache import cache
-from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -21,13 +20,12 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from screening import health
-from screening.calls import decisions, followup, lookups, notes, reasons, store
-from screening.calls.access import may_decide
+from screening.calls import decide_requests, followup, lookups, notes, reasons
 from screening.calls.context import note_payload
 from screening.calls.intake import handle_event
 from screening.calls.memory import ActionError
 from screening.calls.payload import call_payload
-from screening.models import MAX_PK, Call, CallStatus, Decision
+from screening.models import MAX_PK, Call
 from screening.pbx import link, trunks
 from screening.pbx.events import EventError, parse_event
 from screening.runtime import run_blocking
@@ -58,67 +56,18 @@ def _error(status: int, message: str, **extra: Any) -> JsonResponse:
 async def decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     # One hop into the database pool for the session, the user, the permissions and the claim
     # (request.auser()/ahas_perm() would each hop to a thread of their own); then the PBX request
-    # in the PBX pool and the record in the database pool (screening.calls.decisions).
-    try:
-        claimed = await run_blocking(_claim_request, request, pk, action)
-    except Call.DoesNotExist:
-        return _error(404, "No such call.")
-    except PermissionDenied:
-        return _error(403, "This call's trunk is screened by another operator group.")
-    if isinstance(claimed, HttpResponse):
-        return claimed
-    claimed, reason, note = claimed
-    if isinstance(claimed, Call):
-        result = await decisions.carry_out_shielded(claimed)
-    else:
-        result = claimed  # the conflict: someone else decided, or the window is closing
-    call = result.call
-    if reason and result.ok and call.status == CallStatus.REFUSED:
-        # Only now, after the PBX carried out the refusal: the reason never delays it.
-        try:
-            call = await run_blocking(reasons.record, call, reason, note)
-        except ActionError as exc:  # the refusal stands; the operator can set the reason again
-            log.warning("call %s: reason not recorded: %s", call.pbx_call_id, exc.message)
-    payload = call_payload(call)
-    body = {
-        "ok": result.ok,
-        "status": call.status,
-        "status_label": call.get_status_display(),
-        "decided_by": payload["decided_by"],
-        "pbx_errcode": call.pbx_errcode,
-        "pbx_errmsg": call.pbx_errmsg,
-        "pbx_round_trip_ms": call.pbx_round_trip_ms,
-        "call": payload,
-    }
-    if result.ok:
-        return JsonResponse(body)
-    body["error"] = result.reason
-    if result.conflict:
-        return JsonResponse(body, status=409)
-    return JsonResponse(body, status=410 if call.status == CallStatus.GONE else 502)
+    # in the PBX pool and the record in the database pool (screening.calls.decide_requests, which
+    # the API's decide endpoint shares).
+    claimed = await run_blocking(_claim_request, request, pk, action)
+    if isinstance(claimed, decide_requests.Claimed):
+        claimed = await decide_requests.complete(claimed)
+    return JsonResponse(claimed.body, status=claimed.status)
 
 
 def _claim_request(
     request: HttpRequest, pk: int, action: str
-) -> HttpResponse | tuple[Call | decisions.DecideResult, str, str]:
-    user = request.user
-    if not user.is_authenticated:
-        return _error(401, "Log in to decide calls.")
-    if not user.has_perm("screening.decide_call"):
-        return _error(403, "You are not allowed to decide calls.")
-    if action not in Decision.values:
-        return _error(404, f"Unknown action {action[:20]!r}: use accept or refuse.")
-    if pk > MAX_PK:  # <int:> takes any digits; the database would fail on an out-of-range key
-        return _error(404, "No such call.")
-    try:  # checked before the claim: a bad reason decides nothing
-        reason, note = reasons.parse(action, _fields(request))
-    except ActionError as exc:
-        return _error(exc.status, exc.message)
-    # Loaded once, with what the push needs: the claim then updates this copy, not a reload.
-    call = store.load(pk)
-    if not may_decide(user, call.trunk):
-        raise PermissionDenied
-    return decisions.claim(call, action, user=user), reason, note
+) -> decide_requests.Answer | decide_requests.Claimed:
+    return decide_requests.claim_for(request.user, pk, action, lambda: _fields(request))
 
 
 def _fields(request: HttpRequest) -> dict[str, Any]:

@@ -63,16 +63,18 @@ async def decide(
 
 
 def claim(
-    call: Call | int, decision: str, *, user: AbstractBaseUser | None = None
+    call: Call | int, decision: str, *, user: AbstractBaseUser | None = None, via: str = ""
 ) -> Call | DecideResult:
     """An operator's claim: the claimed call, or the conflict.
 
     ``call`` is a pk, or the call as loaded with its trunk (the view loads it to check access),
-    which saves the reload after the claim. Raises ``Call.DoesNotExist`` for an unknown call.
+    which saves the reload after the claim. ``via`` names the way the decision came in when it
+    was not the dashboard ("API token 'CRM sync'"), for the audit. Raises ``Call.DoesNotExist``
+    for an unknown call.
     """
     if decision not in Decision.values:
         raise ValueError(f"unknown decision {decision!r}")
-    claimed = claim_as(call, decision, user, DecidedBy.OPERATOR)
+    claimed = claim_as(call, decision, user, DecidedBy.OPERATOR, via=via)
     if claimed is None:
         current = store.load(call.pk if isinstance(call, Call) else call)
         return DecideResult(current, ok=False, conflict=True, reason=_conflict_reason(current))
@@ -88,6 +90,7 @@ def claim_as(
     rule: Rule | None = None,
     note: str = "",
     announce: bool = True,
+    via: str = "",
     **detail: Any,
 ) -> Call | None:
     """Claim ``call`` for ``by_kind`` (an operator, a rule, a policy); None if it is not pending
@@ -111,7 +114,13 @@ def claim_as(
         if claimed is None:
             return None
         who = user_name(user) or claimed.get_decided_by_kind_display()
-        message = f"{who} decided to {decision}" + (f": {note}" if note else "")
+        message = (
+            f"{who} decided to {decision}"
+            + (f" via {via}" if via else "")
+            + (f": {note}" if note else "")
+        )
+        if via:
+            detail["via"] = via
         store.record(
             store.event(
                 claimed, AuditKind.CLAIMED, message, actor=user, at=now, by_kind=by_kind, **detail

@@ -11,8 +11,9 @@ closed hours up to date (screening.reports.rollup; what a running server's sweep
 minutes; the first time on an existing database it is the backfill), then times, in process through
 Django's test client (the whole request: middleware, session, queries, template): the audit list
 with each single filter on its first page and on a deep page (page 5,000 or 90 % of the rows,
-reached with a keyset cursor as a person following "Next" would), the statistics page for a month,
-and the CSV export of every row (rows/s, and this process's peak RSS).
+reached with a keyset cursor as a person following "Next" would), the API's call list
+(``/api/v1/calls/`` with a token: first page, a page as deep, filtered), the statistics page for a
+month, and the CSV export of every row (rows/s, and this process's peak RSS).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from django.db.models import Max, Min
 from django.test import Client
 from django.utils import timezone
 
+from screening.api import tokens
 from screening.calls.roles import setup_roles
 from screening.models import Call, CallStatus, DecidedBy
 from screening.reports import audit, rollup
@@ -84,6 +86,7 @@ class Command(BaseCommand):
             f"(median of {self.repeat} runs after one warm-up; target < {TARGET_MS:g})\n"
         )
         self._audit_pages()
+        self._api_pages()
         self._stats_pages()
         if not options["skip_export"]:
             self._export(total)
@@ -135,12 +138,12 @@ class Command(BaseCommand):
 
     # --- Timing -------------------------------------------------------------------------
 
-    def _time(self, url: str) -> tuple[float, float]:
+    def _time(self, url: str, **headers: str) -> tuple[float, float]:
         """(median, max) in ms over the timed runs; the response must be a 200."""
         runs = []
         for i in range(self.repeat + 1):
             started = time.perf_counter()
-            response = self.client.get(url)
+            response = self.client.get(url, **headers)
             elapsed = (time.perf_counter() - started) * 1000
             if response.status_code != 200:
                 raise RuntimeError(f"{url} answered {response.status_code}")
@@ -202,6 +205,28 @@ class Command(BaseCommand):
             return None, 0
         key, pk = qs.values_list("sort_key", "pk")[depth - 1]
         return audit.Cursor(key, pk).encode(ordering.sort.kind), depth
+
+    def _api_pages(self) -> None:
+        """The API's list as a script reads it: a token (not the session), JSON, 50 rows a page;
+        the deep page is reached with the same cursor as the audit page's."""
+        user = self._supervisor()
+        tokens.revoke(user.api_tokens.filter(name="bench"))
+        headers = {"HTTP_AUTHORIZATION": f"Token {tokens.issue(user, 'bench').key}"}
+        cases: list[tuple[str, dict[str, str]]] = [
+            ("no filter", {}),
+            ("outcome = expired", {"outcome": CallStatus.EXPIRED}),
+            ("caller starts with +44 20 7946 0", {"caller": "+44 20 7946 0"}),
+        ]
+        self.stdout.write("\nAPI call list (/api/v1/calls/)                     median      max")
+        for label, params in cases:
+            url = "/api/v1/calls/?" + urlencode(params)
+            median, worst = self._time(url, **headers)
+            self._line(f"{label}, first page", median, worst)
+            cursor, depth = self._deep_cursor(params)
+            if cursor is None:
+                continue
+            median, worst = self._time(url + "&" + urlencode({"after": cursor}), **headers)
+            self._line(f"{label}, page {depth // audit.PAGE_SIZE + 1:,}", median, worst)
 
     def _stats_pages(self) -> None:
         bounds = Call.objects.aggregate(first=Min("received_at"), last=Max("received_at"))
