@@ -12,3 +12,7 @@ class ScreeningConfig(AppConfig):
         from screening.calls import sessions
 
         sessions.connect_signals()  # operator sockets close when their access ends
+
+        from screening import i18n
+
+        i18n.connect_signals()  # the user's language and time zone kept in the session

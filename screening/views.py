@@ -15,12 +15,14 @@ from django.contrib.auth.decorators import login_required, permission_required
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from screening import health
+from screening import health, i18n
 from screening.calls import decisions, followup, lookups, notes, reasons, store
 from screening.calls.access import may_decide
 from screening.calls.context import note_payload
@@ -50,6 +52,27 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     )
 
 
+@login_required
+@require_POST
+def set_preferences(request: HttpRequest) -> HttpResponse:
+    """The header's language and time zone form: saved, then back to the page it was sent from."""
+    saved = i18n.save(
+        request,
+        request.POST.get("language", "")[:16],
+        request.POST.get("time_zone", "")[:65],
+    )
+    if not saved:
+        return HttpResponseBadRequest(
+            _("Unknown language or time zone."), content_type="text/plain; charset=utf-8"
+        )
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        target = "/"
+    return redirect(target)
+
+
 def _error(status: int, message: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"ok": False, "error": message, **extra}, status=status)
 
@@ -62,9 +85,9 @@ async def decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     try:
         claimed = await run_blocking(_claim_request, request, pk, action)
     except Call.DoesNotExist:
-        return _error(404, "No such call.")
+        return _error(404, _("No such call."))
     except PermissionDenied:
-        return _error(403, "This call's trunk is screened by another operator group.")
+        return _error(403, _("This call's trunk is screened by another operator group."))
     if isinstance(claimed, HttpResponse):
         return claimed
     claimed, reason, note = claimed
@@ -103,13 +126,15 @@ def _claim_request(
 ) -> HttpResponse | tuple[Call | decisions.DecideResult, str, str]:
     user = request.user
     if not user.is_authenticated:
-        return _error(401, "Log in to decide calls.")
+        return _error(401, _("Log in to decide calls."))
     if not user.has_perm("screening.decide_call"):
-        return _error(403, "You are not allowed to decide calls.")
+        return _error(403, _("You are not allowed to decide calls."))
     if action not in Decision.values:
-        return _error(404, f"Unknown action {action[:20]!r}: use accept or refuse.")
+        return _error(
+            404, _("Unknown action %(action)r: use accept or refuse.") % {"action": action[:20]}
+        )
     if pk > MAX_PK:  # <int:> takes any digits; the database would fail on an out-of-range key
-        return _error(404, "No such call.")
+        return _error(404, _("No such call."))
     try:  # checked before the claim: a bad reason decides nothing
         reason, note = reasons.parse(action, _fields(request))
     except ActionError as exc:
@@ -127,9 +152,9 @@ def _fields(request: HttpRequest) -> dict[str, Any]:
         try:
             data = json.loads(request.body or b"{}")
         except (ValueError, RecursionError) as exc:
-            raise ActionError(400, "The body is not valid JSON.") from exc
+            raise ActionError(400, _("The body is not valid JSON.")) from exc
         if not isinstance(data, dict):
-            raise ActionError(400, "The body must be a JSON object.")
+            raise ActionError(400, _("The body must be a JSON object."))
         return data
     return request.POST.dict()
 
@@ -145,15 +170,15 @@ def _memory_request(
     """Who is asking, then ``action(pk, user, fields)``; its refusals as JSON errors."""
     user = request.user
     if not user.is_authenticated:
-        return _error(401, "Log in first.")
+        return _error(401, _("Log in first."))
     if operators_only and not user.has_perm("screening.decide_call"):
-        return _error(403, "You are not allowed to decide calls.")
+        return _error(403, _("You are not allowed to decide calls."))
     if pk > MAX_PK:
-        return _error(404, "No such call.")
+        return _error(404, _("No such call."))
     try:
         return action(pk, user, _fields(request))
     except Call.DoesNotExist:
-        return _error(404, "No such call.")
+        return _error(404, _("No such call."))
     except ActionError as exc:
         return _error(exc.status, exc.message)
 
@@ -232,7 +257,7 @@ async def webhook(request: HttpRequest) -> HttpResponse:
         event = parse_event(body)
     except EventError as exc:
         log.warning("webhook with a malformed event: %s", exc)
-        return _error(400, f"Malformed event: {exc}")
+        return _error(400, f"Malformed event: {exc}")  # for the PBX's log, not a person
     await handle_event(event, via="webhook")
     return JsonResponse({"ok": True})
 
@@ -258,7 +283,7 @@ async def _check(name: str, fn: Any, details: dict[str, str]) -> str:
 
 
 def _bearer_token(request: HttpRequest) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    scheme, _sep, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
 
 
