@@ -1,0 +1,235 @@
+"""Pages in the reader's language: the browser's (Accept-Language) or their own choice, with dates
+in their time zone; no English left on the German dashboard and audit log."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from screening.models import UserPreference
+from tests.i18n.catalogs import catalog
+from tests.support.live import make_user
+from tests.support.reporting import build_history
+
+pytestmark = pytest.mark.django_db
+
+VISIBLE_ATTRIBUTES = {"title", "aria-label", "placeholder", "alt"}
+
+
+class _Texts(HTMLParser):
+    """What a person reads or hears: text outside scripts and styles, and visible attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+        self._hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style"):
+            self._hidden += 1
+        for name, value in attrs:
+            if value and (name in VISIBLE_ATTRIBUTES or (tag == "input" and name == "value")):
+                self.texts.append(" ".join(value.split()))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self._hidden -= 1
+
+    def handle_data(self, data: str) -> None:
+        text = " ".join(data.split())
+        if text and not self._hidden:
+            self.texts.append(text)
+
+
+def texts_of(html: str) -> list[str]:
+    parser = _Texts()
+    parser.feed(html)
+    return parser.texts
+
+
+def ui_strings(templates: tuple[str, ...], language: str) -> list[str]:
+    """The English texts of these templates that the language words differently: whole msgids,
+    or, around placeholders and markup, their literal runs of two words or more."""
+    found: list[str] = []
+    for entry in catalog(language, "django"):
+        if not any(loc in templates for loc in entry.locations):
+            continue
+        if entry.msgstr and entry.msgstr[0] == entry.msgid:
+            continue  # the same in both languages ("Trunk", "Details", "HH:MM")
+        for piece in re.split(r"%\(\w+\)s|%%|<[^>]+>", entry.msgid):
+            piece = " ".join(piece.split()).strip(" .,;:()")
+            if piece == " ".join(entry.msgid.split()) or len(piece.split()) >= 2:
+                found.append(piece)
+    return found
+
+
+def english_left(html: str, strings: list[str]) -> list[str]:
+    texts = texts_of(html)
+    joined = "\n".join(texts)
+    left = []
+    for text in strings:
+        if len(text.split()) >= 2:
+            if text in joined:
+                left.append(text)
+        elif any(t.strip(" .,;:()") == text for t in texts):
+            left.append(text)
+    return left
+
+
+DASHBOARD = ("templates/screening/dashboard.html", "templates/base.html")
+AUDIT = ("templates/screening/audit.html", "templates/base.html")
+
+
+@pytest.fixture
+def operator() -> Any:
+    return make_user("greta", first_name="Greta", last_name="Gruber")
+
+
+@pytest.fixture
+def sabine() -> Any:
+    build_history()
+    return make_user("sabine", group="Supervisors", first_name="Sabine", last_name="Sauer")
+
+
+def page(user: Any, path: str, **headers: str) -> str:
+    client = Client()
+    client.force_login(user)
+    response = client.get(path, headers=headers)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("path", "templates", "who"),
+    [("/", DASHBOARD, "operator"), ("/audit/", AUDIT, "sabine")],
+)
+def test_the_german_page_has_no_english_ui_string(
+    request: pytest.FixtureRequest, path: str, templates: tuple[str, ...], who: str
+) -> None:
+    user = request.getfixturevalue(who)
+    strings = ui_strings(templates, "de")
+    english = page(user, path, accept_language="en-GB,en;q=0.8")
+    found_in_english = [s for s in strings if s not in english_left(english, [s])]
+    # The check sees the strings it looks for: on the English page most of them are there.
+    assert len(strings) - len(found_in_english) >= 15, english_left(english, strings)
+
+    german = page(user, path, accept_language="de-DE,de;q=0.9")
+    assert '<html lang="de">' in german
+    assert english_left(german, strings) == []
+
+    # The same through the user's own choice, whatever the browser asks for.
+    UserPreference.objects.create(user=user, language="de")
+    chosen = page(user, path, accept_language="en-US,en;q=0.9")
+    assert '<html lang="de">' in chosen
+    assert english_left(chosen, strings) == []
+
+
+@pytest.mark.parametrize(
+    ("accept", "lang", "heading"),
+    [
+        ("fr-FR,fr;q=0.9,en;q=0.5", "fr", "Appels en direct"),
+        ("es-ES,es;q=0.9", "es", "Llamadas en directo"),
+        ("de-AT", "de", "Live-Anrufe"),
+        ("en-US,en;q=0.9", "en-gb", "Live calls"),
+        ("ja-JP", "en-gb", "Live calls"),  # a language we do not ship: English
+    ],
+)
+def test_the_browser_language_picks_the_page_language(
+    operator: Any, accept: str, lang: str, heading: str
+) -> None:
+    html = page(operator, "/", accept_language=accept)
+    assert f'<html lang="{lang}">' in html
+    assert f"<h1>{heading}</h1>" in html
+
+
+def test_the_users_choice_beats_the_browser_and_is_saved_from_the_header_form(
+    operator: Any,
+) -> None:
+    client = Client(headers={"accept-language": "fr"})
+    client.force_login(operator)
+    assert "<h1>Appels en direct</h1>" in client.get("/").content.decode()
+
+    response = client.post("/preferences", {"language": "es", "time_zone": "", "next": "/"})
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+    assert "<h1>Llamadas en directo</h1>" in client.get("/").content.decode()
+    pref = UserPreference.objects.get(user=operator)
+    assert (pref.language, pref.time_zone) == ("es", "")
+
+    # Read once per session, then from the session: no query for it on the hot paths.
+    with CaptureQueriesContext(connection) as queries:
+        client.get("/")
+    assert not [q for q in queries.captured_queries if "userpreference" in q["sql"].lower()]
+
+    # A new session (another login) reads the saved choice.
+    other = Client(headers={"accept-language": "fr"})
+    other.force_login(operator)
+    assert "<h1>Llamadas en directo</h1>" in other.get("/").content.decode()
+
+    # "Browser default" again: the browser's language is back.
+    client.post("/preferences", {"language": "", "time_zone": "", "next": "/"})
+    assert "<h1>Appels en direct</h1>" in client.get("/").content.decode()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"language": "xx"},
+        {"language": "de" * 40},
+        {"time_zone": "Mars/Olympus_Mons"},
+        {"time_zone": "../../etc/passwd"},
+        {"time_zone": "Europe/Berlin" * 10},
+        {"language": "de", "time_zone": "\x00"},
+    ],
+)
+def test_a_bad_choice_is_refused_and_changes_nothing(operator: Any, fields: dict[str, str]) -> None:
+    client = Client()
+    client.force_login(operator)
+    response = client.post("/preferences", fields)
+    assert response.status_code == 400
+    assert not UserPreference.objects.filter(user=operator).exists()
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/", "javascript:x"])
+def test_the_form_only_returns_to_this_site(operator: Any, target: str) -> None:
+    client = Client()
+    client.force_login(operator)
+    response = client.post("/preferences", {"language": "de", "next": target})
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+
+
+def test_the_form_needs_a_login_and_a_post(operator: Any) -> None:
+    anonymous = Client().post("/preferences", {"language": "de"})
+    assert anonymous.status_code == 302
+    assert "/login/" in anonymous["Location"]
+    client = Client()
+    client.force_login(operator)
+    assert client.get("/preferences").status_code == 405
+
+
+def test_the_form_is_in_every_pages_header(operator: Any, sabine: Any) -> None:
+    for user, path in ((operator, "/"), (sabine, "/audit/"), (sabine, "/stats/")):
+        html = page(user, path, accept_language="de")
+        assert 'action="/preferences"' in html
+        assert "Sprache und Zeitzone" in html
+        assert '<option value="de" lang="de">Deutsch</option>' in html
+
+
+def test_the_time_zone_choice_changes_a_rendered_time(sabine: Any) -> None:
+    """T0 is 09:00 UTC: the audit log shows it at 09:00 on a UTC server and at 18:00 in Tokyo."""
+    html = page(sabine, "/audit/?sort=received")
+    assert "2026-03-02 09:00:00" in html
+    client = Client()
+    client.force_login(sabine)
+    client.post("/preferences", {"language": "", "time_zone": "Asia/Tokyo", "next": "/audit/"})
+    tokyo = client.get("/audit/?sort=received").content.decode()
+    assert "2026-03-02 18:00:00" in tokyo
+    assert "2026-03-02 09:00:00" not in tokyo
+    assert 'data-time-zone="Asia/Tokyo"' in tokyo  # for the times the page's scripts write
