@@ -89,7 +89,8 @@ def follow_up(
         if by_admin:
             raise ActionError(
                 409,
-                f"{by_admin[0].describe()} was set in the admin; ask an admin to change it.",
+                _("%(rule)s was set in the admin; ask an admin to change it.")
+                % {"rule": by_admin[0].describe()},
             )
         disabled = [r.pk for r in opposite]
         same = next((r for r in in_force if r.action == decision), None)

@@ -50,7 +50,7 @@ from django.db import connection, transaction
 from django.db.models import BigIntegerField, Count, DateTimeField, F, Q, QuerySet, TextField
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Trunc
-from django.utils import timezone
+from django.utils import dateformat, timezone
 from django.utils.translation import gettext_lazy as _
 
 from screening.models import (
@@ -588,12 +588,12 @@ def _empty_buckets(period: Period) -> dict[Any, Bucket]:
     if period.by == "day":
         for i in range(period.days):
             day = period.first + timedelta(days=i)
-            buckets[day] = Bucket(day, day.strftime("%a %d %b"))
+            buckets[day] = Bucket(day, dateformat.format(day, "D d M"))  # the page's language
         return buckets
     instant = period.start
     while instant < period.end:
         hour = _hour(instant)
-        buckets.setdefault(hour, Bucket(hour, hour.strftime("%d %b %H:00")))
+        buckets.setdefault(hour, Bucket(hour, dateformat.format(hour, "d M H:00")))
         instant += timedelta(hours=1)
     return buckets
 
