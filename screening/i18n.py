@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.middleware import locale
 from django.utils import timezone, translation
 from django.utils.functional import SimpleLazyObject
@@ -154,6 +154,14 @@ class LocaleMiddleware(locale.LocaleMiddleware):
             timezone.activate(zoneinfo.ZoneInfo(zone))
         else:
             timezone.deactivate()  # a reused thread must not keep another request's zone
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        response = super().process_response(request, response)  # Content-Language, Vary
+        # The page is rendered: what runs next on this thread (another request's middleware,
+        # a test, a background job) starts from the defaults, not from this person's choice.
+        translation.deactivate()
+        timezone.deactivate()
+        return response
 
 
 def preferences(request: HttpRequest) -> dict[str, Any]:

@@ -385,14 +385,14 @@ _STATUS_LABELS = dict(CallStatus.choices)
 _OUTCOME_LABELS = dict(PbxOutcome.choices)
 _REASON_LABELS = dict(RefusalReason.choices)
 SHORT_STATUS = {
-    CallStatus.PENDING: "Pending",
-    CallStatus.DECIDING: "Deciding",
-    CallStatus.ACCEPTED: "Accepted",
-    CallStatus.REFUSED: "Refused",
-    CallStatus.EXPIRED: "Expired",
-    CallStatus.GONE: "Gone",
-    CallStatus.FAILED: "Failed",
-    CallStatus.UNSCREENED: "Unscreened",
+    CallStatus.PENDING: _("Pending"),
+    CallStatus.DECIDING: _("Deciding"),
+    CallStatus.ACCEPTED: _("Accepted"),
+    CallStatus.REFUSED: _("Refused"),
+    CallStatus.EXPIRED: _("Expired"),
+    CallStatus.GONE: _("Gone"),
+    CallStatus.FAILED: _("Failed"),
+    CallStatus.UNSCREENED: _("Unscreened"),
 }
 
 
@@ -435,7 +435,8 @@ class AuditRow:
 
     @property
     def status_label(self) -> str:
-        return SHORT_STATUS.get(self.status, self.status)
+        label = SHORT_STATUS.get(self.status, self.status)
+        return str(label) if label else label
 
     @property
     def operator(self) -> str:
@@ -475,29 +476,31 @@ class AuditRow:
 
     @property
     def pbx_outcome_label(self) -> str:
-        return _OUTCOME_LABELS.get(self.pbx_outcome, self.pbx_outcome)
+        label = _OUTCOME_LABELS.get(self.pbx_outcome, self.pbx_outcome)
+        return str(label) if label else label
 
     @property
     def reason_label(self) -> str:
-        return _REASON_LABELS.get(self.reason, self.reason)
+        label = _REASON_LABELS.get(self.reason, self.reason)
+        return str(label) if label else label
 
 
 def describe_decider(
     kind: str, operator: str, rule_id: int | None, rule_pattern: str | None
 ) -> str:
     if kind == DecidedBy.OPERATOR:
-        return operator or "Operator"
+        return operator or str(_("Operator"))
     if kind == DecidedBy.RULE:
-        return f"Rule #{rule_id} ({rule_pattern})" if rule_id else "Rule (since deleted)"
-    if kind == DecidedBy.TRUNK_POLICY:
-        return "Trunk policy (screening off)"
-    if kind == DecidedBy.FALLBACK:
-        return "Fallback: no operator online"
-    if kind == DecidedBy.PBX_TIMEOUT:
-        return "PBX timeout"
-    if kind == DecidedBy.CALLER:
-        return "Caller hung up"
-    return ""
+        if not rule_id:
+            return str(_("Rule (since deleted)"))
+        return str(_("Rule #%(id)s (%(pattern)s)")) % {"id": rule_id, "pattern": rule_pattern}
+    words = {
+        DecidedBy.TRUNK_POLICY: _("Trunk policy (screening off)"),
+        DecidedBy.FALLBACK: _("Fallback: no operator online"),
+        DecidedBy.PBX_TIMEOUT: _("PBX timeout"),
+        DecidedBy.CALLER: _("Caller hung up"),
+    }
+    return str(words.get(kind, ""))
 
 
 def query_rows(qs: QuerySet[Call], limit: int | None = None) -> Iterator[AuditRow]:
