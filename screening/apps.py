@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class ScreeningConfig(AppConfig):
     name = "screening"
-    verbose_name = "Call screening"
+    verbose_name = _("Call screening")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

@@ -231,7 +231,7 @@ class Rule(models.Model):
         from django.core.exceptions import ValidationError
 
         if not normalise_pattern(self.pattern, self.trunk if self.trunk_id else None):
-            raise ValidationError({"pattern": "Type at least one digit after any prefix."})
+            raise ValidationError({"pattern": _("Type at least one digit after any prefix.")})
 
     def describe(self) -> str:
         """How the audit names the rule (kept in the audit row even after the rule is deleted)."""
@@ -324,8 +324,8 @@ class Call(models.Model):
             models.Index(fields=("caller_key", "-received_at"), name="call_caller_key_recent"),
         ]
         permissions = (
-            ("decide_call", "Can accept or refuse live calls"),
-            ("view_audit", "Can review the audit log and statistics"),
+            ("decide_call", _("Can accept or refuse live calls")),
+            ("view_audit", _("Can review the audit log and statistics")),
         )
 
     def __str__(self) -> str:

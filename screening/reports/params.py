@@ -77,7 +77,7 @@ def bad_request(form: forms.Form) -> HttpResponse:
         for name, errors in form.errors.items()
     ]
     return HttpResponse(
-        "Invalid query parameters.\n" + "\n".join(lines) + "\n",
+        _("Invalid query parameters.") + "\n" + "\n".join(lines) + "\n",
         status=400,
         content_type="text/plain; charset=utf-8",
     )
