@@ -23,7 +23,6 @@ ALLOWED = {
     "pbxscreen",  # the product's name
     "ms",  # the SI unit, written so in all four languages
     "s",  # the SI unit
-    "PBX",  # the device's name in the UI of all four languages (Yeastar's own term)
 }
 
 _VISIBLE_ATTRIBUTES = re.compile(

@@ -4,6 +4,7 @@ in their time zone; no English left on the German dashboard and audit log."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from html.parser import HTMLParser
 from typing import Any
 
@@ -11,11 +12,12 @@ import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils.timezone import now as timezone_now
 
-from screening.models import UserPreference
+from screening.models import Call, CallStatus, Trunk, UserPreference
 from tests.i18n.catalogs import catalog
 from tests.support.live import make_user
-from tests.support.reporting import build_history
+from tests.support.reporting import build_history, make_call
 
 pytestmark = pytest.mark.django_db
 
@@ -233,3 +235,19 @@ def test_the_time_zone_choice_changes_a_rendered_time(sabine: Any) -> None:
     assert "2026-03-02 18:00:00" in tokyo
     assert "2026-03-02 09:00:00" not in tokyo
     assert 'data-time-zone="Asia/Tokyo"' in tokyo  # for the times the page's scripts write
+
+
+def test_the_supervisor_view_words_waiting_calls_in_the_readers_language(sabine: Any) -> None:
+    """Its calls come from the shared push payload (default language); the page and its JSON
+    word their state for the supervisor reading them."""
+    trunk = Trunk.objects.get(name="peer-main")
+    call = make_call(trunk, timezone_now(), CallStatus.PENDING)
+    Call.objects.filter(pk=call.pk).update(deadline=timezone_now() + timedelta(minutes=5))
+    html = page(sabine, "/supervisor/", accept_language="de")
+    assert "Wartet auf einen Operator" in html
+    assert "Waiting for an operator" not in html
+    client = Client(headers={"accept-language": "es"})
+    client.force_login(sabine)
+    state = client.get("/supervisor/state.json").json()
+    assert [c["status_label"] for c in state["calls"]] == ["Esperando a un operador"]
+    assert "centralita" in state["link"]["message"]  # the PBX link's words, in Spanish
