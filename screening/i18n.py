@@ -120,14 +120,19 @@ def save(request: HttpRequest, language: str, zone: str) -> bool:
 
 
 def for_request(request: HttpRequest) -> tuple[str, str]:
-    """The request's user's (language, time zone): from the session, else read once and kept."""
-    user = getattr(request, "user", None)
-    if user is None or not user.is_authenticated:
+    """The request's user's (language, time zone): from the session, else read once and kept.
+
+    The session first: the view loads it anyway (for the user), so this costs no query of its
+    own; the user and the preference are read only for a session that has no entry yet."""
+    session = getattr(request, "session", None)
+    if session is None:
         return "", ""
-    session = request.session
     cached = session.get(SESSION_KEY)
     if isinstance(cached, list) and len(cached) == 2:
         return str(cached[0]), str(cached[1])
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return "", ""
     language, zone = stored(user)
     remember(request, language, zone)
     return language, zone
