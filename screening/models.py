@@ -30,19 +30,25 @@ class Trunk(models.Model):
     # Column widths of what the PBX sends come from the parser's limits (screening.pbx.events),
     # so every value it lets through fits.
     name = models.CharField(
+        verbose_name=_("name"),
         max_length=wire.TRUNK_NAME_CHARS,
         unique=True,
         help_text=_("Trunk name exactly as on the PBX"),
     )
     label = models.CharField(
-        max_length=wire.TRUNK_NAME_CHARS, blank=True, help_text=_("What operators see")
+        verbose_name=_("label"),
+        max_length=wire.TRUNK_NAME_CHARS,
+        blank=True,
+        help_text=_("What operators see"),
     )
     screening_enabled = models.BooleanField(
+        verbose_name=_("screening enabled"),
         default=True,
         help_text=_("Off: calls on this trunk are accepted at once, without an operator."),
     )
     operator_group = models.ForeignKey(
         Group,
+        verbose_name=_("operator group"),
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
@@ -50,6 +56,7 @@ class Trunk(models.Model):
         help_text=_("Only members of this group see and decide its calls (blank: all operators)."),
     )
     fallback_policy = models.CharField(
+        verbose_name=_("fallback policy"),
         max_length=8,
         choices=FallbackPolicy.choices,
         default=FallbackPolicy.WINDOW,
@@ -59,33 +66,55 @@ class Trunk(models.Model):
         ),
     )
     country_code = models.CharField(
+        verbose_name=_("country code"),
         max_length=4,
         default="44",
         help_text=_("Used to read national numbers (020… → 4420…) when matching screening rules."),
     )
     national_prefix = models.CharField(
-        max_length=4, blank=True, default="0", help_text=_("Trunk prefix of national numbers")
+        verbose_name=_("national prefix"),
+        max_length=4,
+        blank=True,
+        default="0",
+        help_text=_("Trunk prefix of national numbers"),
     )
     international_prefix = models.CharField(
-        max_length=4, blank=True, default="00", help_text=_("Prefix of international numbers")
+        verbose_name=_("international prefix"),
+        max_length=4,
+        blank=True,
+        default="00",
+        help_text=_("Prefix of international numbers"),
     )
     auto_created = models.BooleanField(
+        verbose_name=_("auto created"),
         default=False,
         editable=False,
         help_text=_("Created because a call arrived on an unknown trunk"),
     )
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_at = models.DateTimeField(
+        verbose_name=_("created at"), default=timezone.now, editable=False
+    )
     # What the PBX's Trunk Status Monitor holds for this trunk, as last read (trunk sync, the admin
     # action, the sweeper): None = not read yet, or the PBX does not list the trunk.
     pbx_control_inbound = models.BooleanField(
-        null=True, editable=False, help_text=_("Control Inbound Call on at the PBX")
+        verbose_name=_("pbx control inbound"),
+        null=True,
+        editable=False,
+        help_text=_("Control Inbound Call on at the PBX"),
     )
     pbx_call_status = models.BooleanField(
-        null=True, editable=False, help_text=_("Call Status on at the PBX")
+        verbose_name=_("pbx call status"),
+        null=True,
+        editable=False,
+        help_text=_("Call Status on at the PBX"),
     )
-    pbx_monitor_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    pbx_monitor_checked_at = models.DateTimeField(
+        verbose_name=_("pbx monitor checked at"), null=True, blank=True, editable=False
+    )
 
     class Meta:
+        verbose_name = _("trunk")
+        verbose_name_plural = _("trunks")
         ordering = ("name",)
 
     def __str__(self) -> str:
@@ -157,6 +186,7 @@ class Rule(models.Model):
     """A screening rule: decides matching calls at once, before any operator sees them."""
 
     pattern = models.CharField(
+        verbose_name=_("pattern"),
         max_length=64,
         help_text=format_lazy(
             "{} {}",
@@ -168,10 +198,13 @@ class Rule(models.Model):
         ),
     )
     # Filled on save from ``pattern`` (screening.calls.numbers.normalise); lookups use only this.
-    normalised = models.CharField(max_length=64, editable=False)
-    match = models.CharField(max_length=8, choices=RuleMatch.choices, default=RuleMatch.EXACT)
+    normalised = models.CharField(verbose_name=_("normalised"), max_length=64, editable=False)
+    match = models.CharField(
+        verbose_name=_("match"), max_length=8, choices=RuleMatch.choices, default=RuleMatch.EXACT
+    )
     trunk = models.ForeignKey(
         Trunk,
+        verbose_name=_("trunk"),
         null=True,
         blank=True,
         on_delete=models.CASCADE,
@@ -181,27 +214,36 @@ class Rule(models.Model):
             "trunk's country code (44 for all trunks)."
         ),
     )
-    action = models.CharField(max_length=8, choices=Decision.choices)
+    action = models.CharField(verbose_name=_("action"), max_length=8, choices=Decision.choices)
     expires_at = models.DateTimeField(
-        null=True, blank=True, help_text=_("Blank: never. An expired rule is ignored.")
+        verbose_name=_("expires at"),
+        null=True,
+        blank=True,
+        help_text=_("Blank: never. An expired rule is ignored."),
     )
-    enabled = models.BooleanField(default=True)
-    note = models.CharField(max_length=256, blank=True)
-    hit_count = models.PositiveIntegerField(default=0, editable=False)
-    last_hit_at = models.DateTimeField(null=True, blank=True, editable=False)
+    enabled = models.BooleanField(verbose_name=_("enabled"), default=True)
+    note = models.CharField(verbose_name=_("note"), max_length=256, blank=True)
+    hit_count = models.PositiveIntegerField(verbose_name=_("hit count"), default=0, editable=False)
+    last_hit_at = models.DateTimeField(
+        verbose_name=_("last hit at"), null=True, blank=True, editable=False
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
+        verbose_name=_("created by"),
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
         editable=False,
     )
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_at = models.DateTimeField(
+        verbose_name=_("created at"), default=timezone.now, editable=False
+    )
     # Set when an operator made the rule from a call's card ("Refuse and block", "Accept and
     # always allow"), so admin, the audit and the review queue can show where it came from.
     source_call = models.ForeignKey(
         "Call",
+        verbose_name=_("source call"),
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
@@ -209,11 +251,17 @@ class Rule(models.Model):
         editable=False,
         help_text=_("The call whose card this rule was made from"),
     )
-    reason = models.CharField(max_length=16, choices=RefusalReason.choices, blank=True)
+    reason = models.CharField(
+        verbose_name=_("reason"), max_length=16, choices=RefusalReason.choices, blank=True
+    )
     # When a permanent block was last written to the PBX's own block list (admin action).
-    pbx_blocked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    pbx_blocked_at = models.DateTimeField(
+        verbose_name=_("pbx blocked at"), null=True, blank=True, editable=False
+    )
 
     class Meta:
+        verbose_name = _("rule")
+        verbose_name_plural = _("rules")
         ordering = ("normalised", "match", "id")
         indexes: ClassVar[list[Any]] = [
             # A call looks up its number and all its prefixes in one IN query.
@@ -311,6 +359,8 @@ class Call(models.Model):
     suggestion = models.CharField(max_length=8, choices=Decision.choices, blank=True)
 
     class Meta:
+        verbose_name = _("call")
+        verbose_name_plural = _("calls")
         ordering = ("-received_at",)
         constraints: ClassVar[list[Any]] = [
             # A retried webhook or a replayed frame must not create a second call.
@@ -395,6 +445,8 @@ class AuditEvent(models.Model):
     objects = AuditQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
         ordering = ("at", "id")
         indexes: ClassVar[list[Any]] = [models.Index(fields=("call", "at"), name="audit_call_at")]
 
@@ -493,19 +545,28 @@ class ContactSource(models.TextChoices):
 class Contact(models.Model):
     """Someone who may call: the card shows their name and organisation beside the number."""
 
-    name = models.CharField(max_length=200, db_index=True)
-    organisation = models.CharField(max_length=200, blank=True)
-    note = models.TextField(blank=True)
+    name = models.CharField(verbose_name=_("name"), max_length=200, db_index=True)
+    organisation = models.CharField(verbose_name=_("organisation"), max_length=200, blank=True)
+    note = models.TextField(verbose_name=_("note"), blank=True)
     source = models.CharField(
-        max_length=8, choices=ContactSource.choices, default=ContactSource.MANUAL
+        verbose_name=_("source"),
+        max_length=8,
+        choices=ContactSource.choices,
+        default=ContactSource.MANUAL,
     )
     # The source's own id: the PBX contact's id, a vCard UID or an import key. Sync and re-import
     # find their rows by it, and never touch rows of another source.
-    external_id = models.CharField(max_length=200, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+    external_id = models.CharField(verbose_name=_("external id"), max_length=200, blank=True)
+    created_at = models.DateTimeField(
+        verbose_name=_("created at"), default=timezone.now, editable=False
+    )
+    updated_at = models.DateTimeField(
+        verbose_name=_("updated at"), default=timezone.now, editable=False
+    )
 
     class Meta:
+        verbose_name = _("contact")
+        verbose_name_plural = _("contacts")
         ordering = ("name", "id")
         indexes: ClassVar[list[Any]] = [
             models.Index(fields=("source", "external_id"), name="contact_source_id"),
@@ -516,13 +577,25 @@ class Contact(models.Model):
 
 
 class ContactNumber(models.Model):
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="numbers")
-    number = models.CharField(max_length=wire.NUMBER_CHARS, help_text=_("As entered or imported"))
+    contact = models.ForeignKey(
+        Contact, verbose_name=_("contact"), on_delete=models.CASCADE, related_name="numbers"
+    )
+    number = models.CharField(
+        verbose_name=_("number"),
+        max_length=wire.NUMBER_CHARS,
+        help_text=_("As entered or imported"),
+    )
     # The rules' form (screening.calls.numbers.normalise): what calls are matched on.
-    normalised = models.CharField(max_length=wire.NUMBER_CHARS, db_index=True, editable=False)
-    label = models.CharField(max_length=32, blank=True, help_text=_("mobile, business, home…"))
+    normalised = models.CharField(
+        verbose_name=_("normalised"), max_length=wire.NUMBER_CHARS, db_index=True, editable=False
+    )
+    label = models.CharField(
+        verbose_name=_("label"), max_length=32, blank=True, help_text=_("mobile, business, home…")
+    )
 
     class Meta:
+        verbose_name = _("contact number")
+        verbose_name_plural = _("contact numbers")
         ordering = ("id",)
 
     def __str__(self) -> str:
@@ -538,18 +611,33 @@ class ContactNumber(models.Model):
 class CallerNote(models.Model):
     """What the team knows about a number, shown newest first on every later card of it."""
 
-    number = models.CharField(max_length=wire.NUMBER_CHARS, db_index=True)  # normalised
-    text = models.CharField(max_length=500)
+    number = models.CharField(
+        verbose_name=_("number"), max_length=wire.NUMBER_CHARS, db_index=True
+    )  # normalised
+    text = models.CharField(verbose_name=_("text"), max_length=500)
     author = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("author"),
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
-    created_at = models.DateTimeField(default=timezone.now)
-    expires_at = models.DateTimeField(null=True, blank=True, help_text=_("Blank: never"))
+    created_at = models.DateTimeField(verbose_name=_("created at"), default=timezone.now)
+    expires_at = models.DateTimeField(
+        verbose_name=_("expires at"), null=True, blank=True, help_text=_("Blank: never")
+    )
     call = models.ForeignKey(
-        Call, null=True, blank=True, on_delete=models.SET_NULL, related_name="notes"
+        Call,
+        verbose_name=_("call"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="notes",
     )
 
     class Meta:
+        verbose_name = _("caller note")
+        verbose_name_plural = _("caller notes")
         ordering = ("-created_at", "-id")
         indexes: ClassVar[list[Any]] = [
             models.Index(fields=("number", "-created_at"), name="note_number_recent"),
@@ -583,6 +671,8 @@ class ReviewAction(models.Model):
     detail = models.JSONField(default=dict, blank=True)
 
     class Meta:
+        verbose_name = _("review action")
+        verbose_name_plural = _("review actions")
         ordering = ("-at", "-id")
         indexes: ClassVar[list[Any]] = [
             models.Index(fields=("kind", "subject", "-at"), name="review_subject_recent"),

@@ -265,3 +265,18 @@ def test_the_supervisor_view_words_waiting_calls_in_the_readers_language(sabine:
     state = client.get("/supervisor/state.json").json()
     assert [c["status_label"] for c in state["calls"]] == ["Esperando a un operador"]
     assert "centralita" in state["link"]["message"]  # the PBX link's words, in Spanish
+
+
+def test_the_admin_speaks_german_too(sabine: Any) -> None:
+    """Model and field names, actions and column headings of the admin are translated."""
+    admin = make_user("anna", group=None, is_staff=True, is_superuser=True)
+    html = page(admin, "/admin/screening/trunk/", accept_language="de")
+    assert "Trunks" in html
+    assert "Filterung aktiv" in html  # screening enabled
+    assert "Ersatzregelung" in html  # fallback policy
+    assert "Control Inbound Call in der Telefonanlage einschalten" in html  # an action
+    assert "Heute angeboten" in html  # a computed column
+    assert "screening enabled" not in html.lower()
+    rules = page(admin, "/admin/screening/rule/add/", accept_language="fr")
+    assert "motif" in rules
+    assert "Les numéros sont comparés au format international" in rules  # the help text
