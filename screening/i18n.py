@@ -54,7 +54,7 @@ TIME_ZONES = [
     "America/Chicago",
     "America/Denver",
     "America/Los_Angeles",
-    "America/Montreal",
+    "America/Toronto",
     "Asia/Dubai",
     "Asia/Kolkata",
     "Asia/Singapore",

@@ -14,6 +14,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils.timezone import now as timezone_now
 
+from screening.i18n import TIME_ZONES
 from screening.models import Call, CallStatus, Trunk, UserPreference
 from tests.i18n.catalogs import catalog
 from tests.support.live import make_user
@@ -280,3 +281,10 @@ def test_the_admin_speaks_german_too(sabine: Any) -> None:
     rules = page(admin, "/admin/screening/rule/add/", accept_language="fr")
     assert "motif" in rules
     assert "Les numéros sont comparés au format international" in rules  # the help text
+
+
+def test_every_offered_time_zone_is_accepted(operator: Any) -> None:
+    client = Client()
+    client.force_login(operator)
+    for zone in TIME_ZONES:
+        assert client.post("/preferences", {"time_zone": zone}).status_code == 302, zone
