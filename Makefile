@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install chromium demo test soak lint format migrations-check check
+.PHONY: install compilemessages messages chromium demo test soak lint format migrations-check check
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "pbxscreen needs Python 3.11"'
@@ -15,7 +15,22 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --constraint requirements.lock --editable ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) compilemessages
+
+# The translations (locale/*/LC_MESSAGES/*.po) compiled to .mo, which are not committed. Django's
+# compilemessages needs GNU gettext's msgfmt: installed from Debian's packages when missing.
+# docs/languages.md.
+compilemessages: $(STAMP)
+	@command -v msgfmt >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq gettext)
+	@$(BIN)/python manage.py compilemessages --ignore .venv --ignore var --verbosity 0
+
+# Re-extract every marked string into the German, French and Spanish catalogs (after adding or
+# changing text); then translate the new or fuzzy entries and run the i18n tests.
+MESSAGES_IGNORE := -i .venv -i var -i tests -i staticfiles -i build -i docs -i deploy -i "screening/devtools"
+messages: $(STAMP)
+	@command -v xgettext >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq gettext)
+	$(BIN)/python manage.py makemessages -l de -l fr -l es --add-location file $(MESSAGES_IGNORE)
+	$(BIN)/python manage.py makemessages -d djangojs -l de -l fr -l es --add-location file $(MESSAGES_IGNORE)
 
 # Browser tests drive Debian's Chromium (Playwright cannot download its own browser here).
 chromium:

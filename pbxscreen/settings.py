@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
 
 from screening import speedups
 
@@ -105,6 +106,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Django's LocaleMiddleware (Accept-Language), then the user's own language and time zone.
+    "screening.i18n.LocaleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -124,6 +127,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "screening.context_processors.pbx_link",
                 "screening.context_processors.trunk_warning",
+                "screening.i18n.preferences",
             ],
         },
     },
@@ -307,7 +311,16 @@ LOGIN_CONCURRENT_CHECKS = int(env_float("LOGIN_CONCURRENT_CHECKS", 1, minimum=1,
 LOGIN_CHECK_QUEUE = int(env_float("LOGIN_CHECK_QUEUE", 8, minimum=0, maximum=1000))
 
 # --- I18N / static --------------------------------------------------------------------------
+# English is British English ("en-gb": 24-hour clock, day before month); a browser asking for any
+# English gets it, as Django picks the supported variant of a language. docs/languages.md.
 LANGUAGE_CODE = "en-gb"
+LANGUAGES = [
+    ("en-gb", _("English")),
+    ("de", _("German")),
+    ("fr", _("French")),
+    ("es", _("Spanish")),
+]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True

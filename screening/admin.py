@@ -16,8 +16,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from screening.api import tokens
 from screening.calls import erasure, pseudonyms
@@ -121,9 +121,9 @@ class TrunkAdmin(CheckedAdmin):
     actions = ("sync_from_pbx", "check_at_pbx", "turn_on_control_inbound")
     fieldsets = (
         (None, {"fields": ("name", "label", "screening_enabled", "operator_group")}),
-        ("When no operator is online", {"fields": ("fallback_policy",)}),
+        (_("When no operator is online"), {"fields": ("fallback_policy",)}),
         (
-            "Numbering (for screening rules)",
+            _("Numbering (for screening rules)"),
             {"fields": ("country_code", "national_prefix", "international_prefix")},
         ),
     )
@@ -143,27 +143,27 @@ class TrunkAdmin(CheckedAdmin):
             )
         )
 
-    @admin.display(description="Offered today", ordering="n_offered")
+    @admin.display(description=_("Offered today"), ordering="n_offered")
     def offered_today(self, trunk: Trunk) -> int:
         return trunk.n_offered  # type: ignore[attr-defined]
 
-    @admin.display(description="Accepted", ordering="n_accepted")
+    @admin.display(description=_("Accepted"), ordering="n_accepted")
     def accepted_today(self, trunk: Trunk) -> int:
         return trunk.n_accepted  # type: ignore[attr-defined]
 
-    @admin.display(description="Refused", ordering="n_refused")
+    @admin.display(description=_("Refused"), ordering="n_refused")
     def refused_today(self, trunk: Trunk) -> int:
         return trunk.n_refused  # type: ignore[attr-defined]
 
-    @admin.display(description="Expired", ordering="n_expired")
+    @admin.display(description=_("Expired"), ordering="n_expired")
     def expired_today(self, trunk: Trunk) -> int:
         return trunk.n_expired  # type: ignore[attr-defined]
 
-    @admin.display(description="Control Inbound Call at PBX", ordering="pbx_control_inbound")
+    @admin.display(description=_("Control Inbound Call at PBX"), ordering="pbx_control_inbound")
     def control_inbound_at_pbx(self, trunk: Trunk) -> str:
         return _at_pbx(trunk, trunk.pbx_control_inbound, alarming=trunk.screening_enabled)
 
-    @admin.display(description="Call Status at PBX", ordering="pbx_call_status")
+    @admin.display(description=_("Call Status at PBX"), ordering="pbx_call_status")
     def call_status_at_pbx(self, trunk: Trunk) -> str:
         return _at_pbx(trunk, trunk.pbx_call_status, alarming=False)
 
@@ -181,7 +181,7 @@ class TrunkAdmin(CheckedAdmin):
             self._sync(request)
         return HttpResponseRedirect(reverse("admin:screening_trunk_changelist"))
 
-    @admin.action(description="Sync trunks from PBX", permissions=("add",))
+    @admin.action(description=_("Sync trunks from PBX"), permissions=("add",))
     def sync_from_pbx(self, request: HttpRequest, queryset: QuerySet[Trunk]) -> None:
         self._sync(request)  # the selection does not matter: every PBX trunk is synced
 
@@ -189,37 +189,59 @@ class TrunkAdmin(CheckedAdmin):
         try:
             result = sync_trunks(PbxClient.from_settings())
         except PBX_PROBLEMS as exc:
-            self.message_user(request, f"Could not read the PBX's trunks: {exc}", messages.ERROR)
+            self.message_user(
+                request,
+                gettext("Could not read the PBX's trunks: %(error)s") % {"error": exc},
+                messages.ERROR,
+            )
             return
         self.message_user(
             request,
-            f"Synced from the PBX: {len(result.created)} created, {len(result.updated)} updated, "
-            f"{len(result.unchanged)} unchanged.",
+            gettext(
+                "Synced from the PBX: %(created)s created, %(updated)s updated, "
+                "%(unchanged)s unchanged."
+            )
+            % {
+                "created": len(result.created),
+                "updated": len(result.updated),
+                "unchanged": len(result.unchanged),
+            },
             messages.SUCCESS,
         )
         if result.not_on_pbx:
             self.message_user(
                 request,
-                f"Not on the PBX (kept, for their call history): {', '.join(result.not_on_pbx)}",
+                gettext("Not on the PBX (kept, for their call history): %(trunks)s")
+                % {"trunks": ", ".join(result.not_on_pbx)},
                 messages.WARNING,
             )
         if result.monitor is not None:
             self._monitor_messages(request, result.monitor)
 
-    @admin.action(description="Check at the PBX (Control Inbound Call, Call Status)")
+    @admin.action(description=_("Check at the PBX (Control Inbound Call, Call Status)"))
     def check_at_pbx(self, request: HttpRequest, queryset: QuerySet[Trunk]) -> None:
         # Every trunk is read (one list at the PBX); the selection does not matter.
         try:
             result = check_monitors(PbxClient.from_settings())
         except PBX_PROBLEMS as exc:
             self.message_user(
-                request, f"Could not read the PBX's Trunk Status Monitor: {exc}", messages.ERROR
+                request,
+                gettext("Could not read the PBX's Trunk Status Monitor: %(error)s")
+                % {"error": exc},
+                messages.ERROR,
             )
             return
         self.message_user(
             request,
-            f"Checked at the PBX: Control Inbound Call on for {len(result.controlled)}, "
-            f"off for {len(result.off)}, not in the PBX's monitor list: {len(result.not_listed)}.",
+            gettext(
+                "Checked at the PBX: Control Inbound Call on for %(on)s, off for %(off)s, "
+                "not in the PBX's monitor list: %(absent)s."
+            )
+            % {
+                "on": len(result.controlled),
+                "off": len(result.off),
+                "absent": len(result.not_listed),
+            },
             messages.SUCCESS,
         )
         self._monitor_messages(request, result)
@@ -228,29 +250,39 @@ class TrunkAdmin(CheckedAdmin):
         if result.unscreened:
             self.message_user(
                 request,
-                "Calls on these trunks are routed without being screened (Control Inbound Call "
-                f"is not on at the PBX): {', '.join(result.unscreened)}. Select them and use "
-                '"Turn on Control Inbound Call on the PBX".',
+                gettext(
+                    "Calls on these trunks are routed without being screened (Control Inbound "
+                    "Call is not on at the PBX): %(trunks)s. Select them and use "
+                    '"Turn on Control Inbound Call on the PBX".'
+                )
+                % {"trunks": ", ".join(result.unscreened)},
                 messages.WARNING,
             )
 
-    @admin.action(description="Turn on Control Inbound Call on the PBX", permissions=("change",))
+    @admin.action(description=_("Turn on Control Inbound Call on the PBX"), permissions=("change",))
     def turn_on_control_inbound(self, request: HttpRequest, queryset: QuerySet[Trunk]) -> None:
         names = list(queryset.order_by("name").values_list("name", flat=True))
         try:
             enabled, missing = enable_control_inbound(PbxClient.from_settings(), names)
         except PBX_PROBLEMS as exc:
-            self.message_user(request, f"The PBX did not take the change: {exc}", messages.ERROR)
+            self.message_user(
+                request,
+                gettext("The PBX did not take the change: %(error)s") % {"error": exc},
+                messages.ERROR,
+            )
             return
         if enabled:
             self.message_user(
                 request,
-                f"Control Inbound Call and Call Status turned on for: {', '.join(enabled)}",
+                gettext("Control Inbound Call and Call Status turned on for: %(trunks)s")
+                % {"trunks": ", ".join(enabled)},
                 messages.SUCCESS,
             )
         if missing:
             self.message_user(
-                request, f"Not found on the PBX: {', '.join(missing)}", messages.WARNING
+                request,
+                gettext("Not found on the PBX: %(trunks)s") % {"trunks": ", ".join(missing)},
+                messages.WARNING,
             )
 
 
@@ -259,12 +291,14 @@ def _at_pbx(trunk: Trunk, value: bool | None, *, alarming: bool) -> str:
     checked = trunk.pbx_monitor_checked_at
     if checked is None:
         return format_html(
-            '<span class="pbx-flag" data-flag="{}">{}</span>', "unchecked", "not checked"
+            '<span class="pbx-flag" data-flag="{}">{}</span>', "unchecked", gettext("not checked")
         )
-    when = f"read {timezone.localtime(checked):%Y-%m-%d %H:%M}"
+    when = gettext("read %(when)s") % {"when": f"{timezone.localtime(checked):%Y-%m-%d %H:%M}"}
     if value is True:
-        return format_html('<span class="pbx-flag" data-flag="on" title="{}">on</span>', when)
-    word, flag = ("OFF", "off") if value is False else ("not at PBX", "absent")
+        return format_html(
+            '<span class="pbx-flag" data-flag="on" title="{}">{}</span>', when, gettext("on")
+        )
+    word, flag = (gettext("OFF"), "off") if value is False else (gettext("not at PBX"), "absent")
     style = "color:#b00020;font-weight:bold" if alarming else ""
     return format_html(
         '<span class="pbx-flag" data-flag="{}" title="{}" style="{}">{}</span>',
@@ -318,12 +352,14 @@ class RuleAdmin(CheckedAdmin):
     )
 
     # Rules made from a card ("Refuse and block", "Accept and always allow") name their call.
-    @admin.display(description="From call", ordering="source_call")
+    @admin.display(description=_("From call"), ordering="source_call")
     def source_call_link(self, rule: Rule) -> str:
         if rule.source_call_id is None:
             return "-"
         url = reverse("call_detail", args=[rule.source_call_id])
-        return format_html('<a href="{}">Call #{}</a>', url, rule.source_call_id)
+        return format_html(
+            '<a href="{}">{}</a>', url, gettext("Call #%(id)s") % {"id": rule.source_call_id}
+        )
 
     def save_model(self, request: HttpRequest, obj: Rule, form: Any, change: bool) -> None:
         if not change and request.user.is_authenticated:
@@ -331,7 +367,7 @@ class RuleAdmin(CheckedAdmin):
         super().save_model(request, obj, form, change)
 
     @admin.action(
-        description="Push permanent blocks to the PBX block list", permissions=("change",)
+        description=_("Push permanent blocks to the PBX block list"), permissions=("change",)
     )
     def push_to_pbx_block_list(self, request: HttpRequest, queryset: QuerySet[Rule]) -> None:
         """screening.pbx.blocklist: one list named for the product, found, created or merged."""
@@ -339,21 +375,30 @@ class RuleAdmin(CheckedAdmin):
             result = push_permanent_blocks(PbxClient.from_settings(), queryset)
         except PBX_PROBLEMS as exc:
             self.message_user(
-                request, f"The PBX did not take the block list: {exc}", messages.ERROR
+                request,
+                gettext("The PBX did not take the block list: %(error)s") % {"error": exc},
+                messages.ERROR,
             )
             return
         if result.pushed:
             numbers = ", ".join(rule.pattern for rule in result.pushed)
-            done = "created" if result.created else "updated"
+            said = (
+                gettext("PBX block list %(name)r created (%(size)s numbers on it): %(numbers)s")
+                if result.created
+                else gettext(
+                    "PBX block list %(name)r updated (%(size)s numbers on it): %(numbers)s"
+                )
+            )
             self.message_user(
                 request,
-                f"PBX block list {LIST_NAME!r} {done} ({result.list_size} numbers on it): "
-                f"{numbers}",
+                said % {"name": LIST_NAME, "size": result.list_size, "numbers": numbers},
                 messages.SUCCESS,
             )
         if result.skipped:
             why = "; ".join(f"{rule.pattern}: {reason}" for rule, reason in result.skipped)
-            self.message_user(request, f"Not pushed: {why}", messages.WARNING)
+            self.message_user(
+                request, gettext("Not pushed: %(why)s") % {"why": why}, messages.WARNING
+            )
 
 
 class ContactNumberInline(admin.TabularInline):
@@ -376,7 +421,7 @@ class ContactAdmin(CheckedAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Contact]:
         return super().get_queryset(request).prefetch_related("numbers")
 
-    @admin.display(description="Numbers")
+    @admin.display(description=_("Numbers"))
     def numbers_shown(self, contact: Contact) -> str:
         return ", ".join(number.number for number in contact.numbers.all())
 
@@ -457,7 +502,7 @@ class CallAdmin(ReadOnlyAdmin):
     def has_erase_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.is_active and request.user.is_superuser)
 
-    @admin.action(description="Erase these callers' numbers everywhere", permissions=("erase",))
+    @admin.action(description=_("Erase these callers' numbers everywhere"), permissions=("erase",))
     def erase_callers(self, request: HttpRequest, queryset: QuerySet[Call]) -> HttpResponse | None:
         """Asks first (a page listing what each number would lose), then erases on confirm."""
         rows = queryset.order_by().values_list("caller", "caller_key")
@@ -467,7 +512,7 @@ class CallAdmin(ReadOnlyAdmin):
         )
         if not numbers:
             self.message_user(
-                request, "The selected calls hold no number to erase.", messages.WARNING
+                request, gettext("The selected calls hold no number to erase."), messages.WARNING
             )
             return None
         if request.POST.get("confirm") != "yes":
@@ -500,7 +545,7 @@ class CallAdmin(ReadOnlyAdmin):
                 return HttpResponseRedirect(reverse("admin:screening_call_changelist"))
         context = {
             **self.admin_site.each_context(request),
-            "title": "Erase a caller's number",
+            "title": gettext("Erase a caller's number"),
             "opts": self.model._meta,
             "typed": typed,
             "error": error,
@@ -518,7 +563,7 @@ class CallAdmin(ReadOnlyAdmin):
                 self.message_user(request, f"{typed}: {exc}", messages.ERROR)
         context = {
             **self.admin_site.each_context(request),
-            "title": "Erase these callers' numbers everywhere?",
+            "title": gettext("Erase these callers' numbers everywhere?"),
             "opts": self.model._meta,
             "previews": previews,
             "selected": [] if selected is None else list(selected.values_list("pk", flat=True)),
@@ -540,9 +585,16 @@ class CallAdmin(ReadOnlyAdmin):
         if erased:
             self.message_user(
                 request,
-                f"Erased {erased} number{'s' if erased != 1 else ''}: their calls keep only a "
-                "pseudonym, their notes and contact numbers are gone, and the audit records "
-                "each erasure (without the number).",
+                ngettext(
+                    "Erased %(count)s number: its calls keep only a pseudonym, its notes and "
+                    "contact numbers are gone, and the audit records the erasure (without the "
+                    "number).",
+                    "Erased %(count)s numbers: their calls keep only a pseudonym, their notes and "
+                    "contact numbers are gone, and the audit records each erasure (without the "
+                    "number).",
+                    erased,
+                )
+                % {"count": erased},
                 messages.SUCCESS,
             )
         for warning in warnings:

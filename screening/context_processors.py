@@ -32,4 +32,10 @@ def trunk_warning(request: HttpRequest) -> dict[str, Any]:
         return {}  # the page itself reports a database outage
     if not found:
         return {}
-    return {"trunk_warning": {"trunks": found, "message": trunks.describe_unscreened(found)}}
+    return {
+        "trunk_warning": {
+            "trunks": found,
+            "names": ", ".join(trunk.name for trunk in found),
+            "message": trunks.describe_unscreened(found),
+        }
+    }

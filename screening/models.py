@@ -9,6 +9,8 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
 from django.utils import timezone
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from screening.calls.numbers import normalise_pattern
 from screening.pbx import events as wire
@@ -17,9 +19,9 @@ MAX_PK = 2**63 - 1  # the largest BigAutoField key
 
 
 class FallbackPolicy(models.TextChoices):
-    WINDOW = "window", "Leave it to the PBX window"
-    ACCEPT = "accept", "Accept at once"
-    REFUSE = "refuse", "Refuse at once"
+    WINDOW = "window", _("Leave it to the PBX window")
+    ACCEPT = "accept", _("Accept at once")
+    REFUSE = "refuse", _("Refuse at once")
 
 
 class Trunk(models.Model):
@@ -28,60 +30,91 @@ class Trunk(models.Model):
     # Column widths of what the PBX sends come from the parser's limits (screening.pbx.events),
     # so every value it lets through fits.
     name = models.CharField(
-        max_length=wire.TRUNK_NAME_CHARS, unique=True, help_text="Trunk name exactly as on the PBX"
+        verbose_name=_("name"),
+        max_length=wire.TRUNK_NAME_CHARS,
+        unique=True,
+        help_text=_("Trunk name exactly as on the PBX"),
     )
     label = models.CharField(
-        max_length=wire.TRUNK_NAME_CHARS, blank=True, help_text="What operators see"
+        verbose_name=_("label"),
+        max_length=wire.TRUNK_NAME_CHARS,
+        blank=True,
+        help_text=_("What operators see"),
     )
     screening_enabled = models.BooleanField(
+        verbose_name=_("screening enabled"),
         default=True,
-        help_text="Off: calls on this trunk are accepted at once, without an operator.",
+        help_text=_("Off: calls on this trunk are accepted at once, without an operator."),
     )
     operator_group = models.ForeignKey(
         Group,
+        verbose_name=_("operator group"),
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
-        help_text="Only members of this group see and decide its calls (blank: all operators).",
+        help_text=_("Only members of this group see and decide its calls (blank: all operators)."),
     )
     fallback_policy = models.CharField(
+        verbose_name=_("fallback policy"),
         max_length=8,
         choices=FallbackPolicy.choices,
         default=FallbackPolicy.WINDOW,
-        help_text=(
+        help_text=_(
             "What happens to a call when no operator who may decide it (of the operator group, "
             "or any operator without a group) is online."
         ),
     )
     country_code = models.CharField(
+        verbose_name=_("country code"),
         max_length=4,
         default="44",
-        help_text="Used to read national numbers (020… → 4420…) when matching screening rules.",
+        help_text=_("Used to read national numbers (020… → 4420…) when matching screening rules."),
     )
     national_prefix = models.CharField(
-        max_length=4, blank=True, default="0", help_text="Trunk prefix of national numbers"
+        verbose_name=_("national prefix"),
+        max_length=4,
+        blank=True,
+        default="0",
+        help_text=_("Trunk prefix of national numbers"),
     )
     international_prefix = models.CharField(
-        max_length=4, blank=True, default="00", help_text="Prefix of international numbers"
+        verbose_name=_("international prefix"),
+        max_length=4,
+        blank=True,
+        default="00",
+        help_text=_("Prefix of international numbers"),
     )
     auto_created = models.BooleanField(
+        verbose_name=_("auto created"),
         default=False,
         editable=False,
-        help_text="Created because a call arrived on an unknown trunk",
+        help_text=_("Created because a call arrived on an unknown trunk"),
     )
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_at = models.DateTimeField(
+        verbose_name=_("created at"), default=timezone.now, editable=False
+    )
     # What the PBX's Trunk Status Monitor holds for this trunk, as last read (trunk sync, the admin
     # action, the sweeper): None = not read yet, or the PBX does not list the trunk.
     pbx_control_inbound = models.BooleanField(
-        null=True, editable=False, help_text="Control Inbound Call on at the PBX"
+        verbose_name=_("pbx control inbound"),
+        null=True,
+        editable=False,
+        help_text=_("Control Inbound Call on at the PBX"),
     )
     pbx_call_status = models.BooleanField(
-        null=True, editable=False, help_text="Call Status on at the PBX"
+        verbose_name=_("pbx call status"),
+        null=True,
+        editable=False,
+        help_text=_("Call Status on at the PBX"),
     )
-    pbx_monitor_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    pbx_monitor_checked_at = models.DateTimeField(
+        verbose_name=_("pbx monitor checked at"), null=True, blank=True, editable=False
+    )
 
     class Meta:
+        verbose_name = _("trunk")
+        verbose_name_plural = _("trunks")
         ordering = ("name",)
 
     def __str__(self) -> str:
@@ -99,39 +132,39 @@ class Trunk(models.Model):
 
 
 class CallStatus(models.TextChoices):
-    PENDING = "pending", "Waiting for an operator"
-    DECIDING = "deciding", "Decision being sent to the PBX"
-    ACCEPTED = "accepted", "Accepted"
-    REFUSED = "refused", "Refused"
-    EXPIRED = "expired", "Expired: the PBX routed the call itself"
-    GONE = "gone", "Gone: caller hung up or channel not found"
-    FAILED = "failed", "Failed: the PBX did not carry out the decision"
-    UNSCREENED = "unscreened", "Unscreened: offered while the event link was down"
+    PENDING = "pending", _("Waiting for an operator")
+    DECIDING = "deciding", _("Decision being sent to the PBX")
+    ACCEPTED = "accepted", _("Accepted")
+    REFUSED = "refused", _("Refused")
+    EXPIRED = "expired", _("Expired: the PBX routed the call itself")
+    GONE = "gone", _("Gone: caller hung up or channel not found")
+    FAILED = "failed", _("Failed: the PBX did not carry out the decision")
+    UNSCREENED = "unscreened", _("Unscreened: offered while the event link was down")
 
 
 OPEN_STATUSES = (CallStatus.PENDING, CallStatus.DECIDING)
 
 
 class Decision(models.TextChoices):
-    ACCEPT = "accept", "Accept"
-    REFUSE = "refuse", "Refuse"
+    ACCEPT = "accept", _("Accept")
+    REFUSE = "refuse", _("Refuse")
 
 
 class DecidedBy(models.TextChoices):
-    OPERATOR = "operator", "Operator"
-    TRUNK_POLICY = "trunk_policy", "Trunk policy"
-    RULE = "rule", "Screening rule"
-    FALLBACK = "fallback", "No operator online"
-    PBX_TIMEOUT = "pbx_timeout", "PBX (window passed)"
-    CALLER = "caller", "Caller hung up"
+    OPERATOR = "operator", _("Operator")
+    TRUNK_POLICY = "trunk_policy", _("Trunk policy")
+    RULE = "rule", _("Screening rule")
+    FALLBACK = "fallback", _("No operator online")
+    PBX_TIMEOUT = "pbx_timeout", _("PBX (window passed)")
+    CALLER = "caller", _("Caller hung up")
 
 
 class RuleMatch(models.TextChoices):
-    EXACT = "exact", "Exact number"
-    PREFIX = "prefix", "Number starts with"
+    EXACT = "exact", _("Exact number")
+    PREFIX = "prefix", _("Number starts with")
 
 
-RULE_PRECEDENCE_HELP = (
+RULE_PRECEDENCE_HELP = _(
     "Numbers are compared in international form: +44 20…, 0044 20… and 020… (read with the "
     "trunk's country code) are all 4420…. When several rules match, the most specific wins: an "
     "exact rule beats a prefix rule, a longer prefix beats a shorter one, a rule for the call's "
@@ -143,65 +176,92 @@ RULE_PRECEDENCE_HELP = (
 class RefusalReason(models.TextChoices):
     """Why an operator refused a call; the keys 1 to 4 after R pick them in this order."""
 
-    SPAM = "spam", "Spam or sales"
-    WRONG_NUMBER = "wrong_number", "Wrong number"
-    ABUSIVE = "abusive", "Abusive"
-    OTHER = "other", "Other"
+    SPAM = "spam", _("Spam or sales")
+    WRONG_NUMBER = "wrong_number", _("Wrong number")
+    ABUSIVE = "abusive", _("Abusive")
+    OTHER = "other", _("Other")
 
 
 class Rule(models.Model):
     """A screening rule: decides matching calls at once, before any operator sees them."""
 
     pattern = models.CharField(
+        verbose_name=_("pattern"),
         max_length=64,
-        help_text="The caller's number or the start of it, as you like to type it "
-        "(+44 20 7946 0123, 0044 20…, 020…). " + RULE_PRECEDENCE_HELP,
+        help_text=format_lazy(
+            "{} {}",
+            _(
+                "The caller's number or the start of it, as you like to type it "
+                "(+44 20 7946 0123, 0044 20…, 020…)."
+            ),
+            RULE_PRECEDENCE_HELP,
+        ),
     )
     # Filled on save from ``pattern`` (screening.calls.numbers.normalise); lookups use only this.
-    normalised = models.CharField(max_length=64, editable=False)
-    match = models.CharField(max_length=8, choices=RuleMatch.choices, default=RuleMatch.EXACT)
+    normalised = models.CharField(verbose_name=_("normalised"), max_length=64, editable=False)
+    match = models.CharField(
+        verbose_name=_("match"), max_length=8, choices=RuleMatch.choices, default=RuleMatch.EXACT
+    )
     trunk = models.ForeignKey(
         Trunk,
+        verbose_name=_("trunk"),
         null=True,
         blank=True,
         on_delete=models.CASCADE,
         related_name="rules",
-        help_text="Blank: all trunks. National numbers in the pattern are read with this "
-        "trunk's country code (44 for all trunks).",
+        help_text=_(
+            "Blank: all trunks. National numbers in the pattern are read with this "
+            "trunk's country code (44 for all trunks)."
+        ),
     )
-    action = models.CharField(max_length=8, choices=Decision.choices)
+    action = models.CharField(verbose_name=_("action"), max_length=8, choices=Decision.choices)
     expires_at = models.DateTimeField(
-        null=True, blank=True, help_text="Blank: never. An expired rule is ignored."
+        verbose_name=_("expires at"),
+        null=True,
+        blank=True,
+        help_text=_("Blank: never. An expired rule is ignored."),
     )
-    enabled = models.BooleanField(default=True)
-    note = models.CharField(max_length=256, blank=True)
-    hit_count = models.PositiveIntegerField(default=0, editable=False)
-    last_hit_at = models.DateTimeField(null=True, blank=True, editable=False)
+    enabled = models.BooleanField(verbose_name=_("enabled"), default=True)
+    note = models.CharField(verbose_name=_("note"), max_length=256, blank=True)
+    hit_count = models.PositiveIntegerField(verbose_name=_("hit count"), default=0, editable=False)
+    last_hit_at = models.DateTimeField(
+        verbose_name=_("last hit at"), null=True, blank=True, editable=False
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
+        verbose_name=_("created by"),
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
         editable=False,
     )
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_at = models.DateTimeField(
+        verbose_name=_("created at"), default=timezone.now, editable=False
+    )
     # Set when an operator made the rule from a call's card ("Refuse and block", "Accept and
     # always allow"), so admin, the audit and the review queue can show where it came from.
     source_call = models.ForeignKey(
         "Call",
+        verbose_name=_("source call"),
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
         editable=False,
-        help_text="The call whose card this rule was made from",
+        help_text=_("The call whose card this rule was made from"),
     )
-    reason = models.CharField(max_length=16, choices=RefusalReason.choices, blank=True)
+    reason = models.CharField(
+        verbose_name=_("reason"), max_length=16, choices=RefusalReason.choices, blank=True
+    )
     # When a permanent block was last written to the PBX's own block list (admin action).
-    pbx_blocked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    pbx_blocked_at = models.DateTimeField(
+        verbose_name=_("pbx blocked at"), null=True, blank=True, editable=False
+    )
 
     class Meta:
+        verbose_name = _("rule")
+        verbose_name_plural = _("rules")
         ordering = ("normalised", "match", "id")
         indexes: ClassVar[list[Any]] = [
             # A call looks up its number and all its prefixes in one IN query.
@@ -219,7 +279,7 @@ class Rule(models.Model):
         from django.core.exceptions import ValidationError
 
         if not normalise_pattern(self.pattern, self.trunk if self.trunk_id else None):
-            raise ValidationError({"pattern": "Type at least one digit after any prefix."})
+            raise ValidationError({"pattern": _("Type at least one digit after any prefix.")})
 
     def describe(self) -> str:
         """How the audit names the rule (kept in the audit row even after the rule is deleted)."""
@@ -231,11 +291,11 @@ class Rule(models.Model):
 
 
 class PbxOutcome(models.TextChoices):
-    ROUTED = "routed", "Routed to an extension"
-    ANSWERED = "answered", "Answered"
-    DROPPED = "dropped", "Dropped by the PBX"
-    CALLER_HUNG_UP = "caller_hung_up", "Caller hung up"
-    NO_ANSWER = "no_answer", "Not answered"
+    ROUTED = "routed", _("Routed to an extension")
+    ANSWERED = "answered", _("Answered")
+    DROPPED = "dropped", _("Dropped by the PBX")
+    CALLER_HUNG_UP = "caller_hung_up", _("Caller hung up")
+    NO_ANSWER = "no_answer", _("Not answered")
 
 
 class Call(models.Model):
@@ -252,7 +312,7 @@ class Call(models.Model):
 
     received_at = models.DateTimeField(db_index=True)
     deadline = models.DateTimeField(
-        help_text="When the PBX stops waiting and routes the call itself"
+        help_text=_("When the PBX stops waiting and routes the call itself")
     )
 
     status = models.CharField(max_length=16, choices=CallStatus.choices, default=CallStatus.PENDING)
@@ -299,6 +359,8 @@ class Call(models.Model):
     suggestion = models.CharField(max_length=8, choices=Decision.choices, blank=True)
 
     class Meta:
+        verbose_name = _("call")
+        verbose_name_plural = _("calls")
         ordering = ("-received_at",)
         constraints: ClassVar[list[Any]] = [
             # A retried webhook or a replayed frame must not create a second call.
@@ -312,8 +374,8 @@ class Call(models.Model):
             models.Index(fields=("caller_key", "-received_at"), name="call_caller_key_recent"),
         ]
         permissions = (
-            ("decide_call", "Can accept or refuse live calls"),
-            ("view_audit", "Can review the audit log and statistics"),
+            ("decide_call", _("Can accept or refuse live calls")),
+            ("view_audit", _("Can review the audit log and statistics")),
         )
 
     def __str__(self) -> str:
@@ -325,28 +387,28 @@ class Call(models.Model):
 
 
 class AuditKind(models.TextChoices):
-    RECEIVED = "received", "Received from the PBX"
-    DUPLICATE = "duplicate", "Duplicate delivery ignored"
-    TRUNK_CREATED = "trunk_created", "Unknown trunk created"
-    PUSHED = "pushed", "Pushed to operators"
-    CLAIMED = "claimed", "Claimed for a decision"
-    PBX_REQUEST = "pbx_request", "Request sent to the PBX"
-    PBX_RESPONSE = "pbx_response", "PBX answered"
-    ACCEPTED = "accepted", "Accepted"
-    REFUSED = "refused", "Refused"
-    EXPIRED = "expired", "Expired"
-    GONE = "gone", "Gone"
-    FAILED = "failed", "Failed"
-    PBX_STATE = "pbx_state", "PBX call state"
-    PBX_CDR = "pbx_cdr", "PBX call record"
-    MISMATCH = "mismatch", "PBX outcome contradicts our record"
-    CALLER_NAME = "caller_name", "Caller identified"
-    REASON = "reason", "Refusal reason"
-    NOTE = "note", "Note added"
-    RULE_CREATED = "rule_created", "Rule created from the card"
-    UNSCREENED = "unscreened", "Offered while the event link was down"
-    RETENTION = "retention", "Old numbers pseudonymised"
-    ERASED = "erased", "A number was erased"
+    RECEIVED = "received", _("Received from the PBX")
+    DUPLICATE = "duplicate", _("Duplicate delivery ignored")
+    TRUNK_CREATED = "trunk_created", _("Unknown trunk created")
+    PUSHED = "pushed", _("Pushed to operators")
+    CLAIMED = "claimed", _("Claimed for a decision")
+    PBX_REQUEST = "pbx_request", _("Request sent to the PBX")
+    PBX_RESPONSE = "pbx_response", _("PBX answered")
+    ACCEPTED = "accepted", _("Accepted")
+    REFUSED = "refused", _("Refused")
+    EXPIRED = "expired", _("Expired")
+    GONE = "gone", _("Gone")
+    FAILED = "failed", _("Failed")
+    PBX_STATE = "pbx_state", _("PBX call state")
+    PBX_CDR = "pbx_cdr", _("PBX call record")
+    MISMATCH = "mismatch", _("PBX outcome contradicts our record")
+    CALLER_NAME = "caller_name", _("Caller identified")
+    REASON = "reason", _("Refusal reason")
+    NOTE = "note", _("Note added")
+    RULE_CREATED = "rule_created", _("Rule created from the card")
+    UNSCREENED = "unscreened", _("Offered while the event link was down")
+    RETENTION = "retention", _("Old numbers pseudonymised")
+    ERASED = "erased", _("A number was erased")
 
 
 class AuditQuerySet(models.QuerySet["AuditEvent"]):
@@ -383,6 +445,8 @@ class AuditEvent(models.Model):
     objects = AuditQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
         ordering = ("at", "id")
         indexes: ClassVar[list[Any]] = [models.Index(fields=("call", "at"), name="audit_call_at")]
 
@@ -409,7 +473,7 @@ class Presence(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="presences"
     )
     channel_name = models.CharField(max_length=256, unique=True)
-    process = models.CharField(max_length=128, help_text="hostname:pid")
+    process = models.CharField(max_length=128, help_text=_("hostname:pid"))
     # The dashboard is on screen (Page Visibility API): a hidden tab is connected, not online.
     visible = models.BooleanField(default=True)
     connected_at = models.DateTimeField(default=timezone.now)
@@ -472,28 +536,37 @@ class StatsRollup(models.Model):
 
 
 class ContactSource(models.TextChoices):
-    MANUAL = "manual", "Entered by hand"
-    IMPORT = "import", "Imported from a file"
-    PBX = "pbx", "PBX company contacts"
-    LOOKUP = "lookup", "External lookup"
+    MANUAL = "manual", _("Entered by hand")
+    IMPORT = "import", _("Imported from a file")
+    PBX = "pbx", _("PBX company contacts")
+    LOOKUP = "lookup", _("External lookup")
 
 
 class Contact(models.Model):
     """Someone who may call: the card shows their name and organisation beside the number."""
 
-    name = models.CharField(max_length=200, db_index=True)
-    organisation = models.CharField(max_length=200, blank=True)
-    note = models.TextField(blank=True)
+    name = models.CharField(verbose_name=_("name"), max_length=200, db_index=True)
+    organisation = models.CharField(verbose_name=_("organisation"), max_length=200, blank=True)
+    note = models.TextField(verbose_name=_("note"), blank=True)
     source = models.CharField(
-        max_length=8, choices=ContactSource.choices, default=ContactSource.MANUAL
+        verbose_name=_("source"),
+        max_length=8,
+        choices=ContactSource.choices,
+        default=ContactSource.MANUAL,
     )
     # The source's own id: the PBX contact's id, a vCard UID or an import key. Sync and re-import
     # find their rows by it, and never touch rows of another source.
-    external_id = models.CharField(max_length=200, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+    external_id = models.CharField(verbose_name=_("external id"), max_length=200, blank=True)
+    created_at = models.DateTimeField(
+        verbose_name=_("created at"), default=timezone.now, editable=False
+    )
+    updated_at = models.DateTimeField(
+        verbose_name=_("updated at"), default=timezone.now, editable=False
+    )
 
     class Meta:
+        verbose_name = _("contact")
+        verbose_name_plural = _("contacts")
         ordering = ("name", "id")
         indexes: ClassVar[list[Any]] = [
             models.Index(fields=("source", "external_id"), name="contact_source_id"),
@@ -504,13 +577,25 @@ class Contact(models.Model):
 
 
 class ContactNumber(models.Model):
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="numbers")
-    number = models.CharField(max_length=wire.NUMBER_CHARS, help_text="As entered or imported")
+    contact = models.ForeignKey(
+        Contact, verbose_name=_("contact"), on_delete=models.CASCADE, related_name="numbers"
+    )
+    number = models.CharField(
+        verbose_name=_("number"),
+        max_length=wire.NUMBER_CHARS,
+        help_text=_("As entered or imported"),
+    )
     # The rules' form (screening.calls.numbers.normalise): what calls are matched on.
-    normalised = models.CharField(max_length=wire.NUMBER_CHARS, db_index=True, editable=False)
-    label = models.CharField(max_length=32, blank=True, help_text="mobile, business, home…")
+    normalised = models.CharField(
+        verbose_name=_("normalised"), max_length=wire.NUMBER_CHARS, db_index=True, editable=False
+    )
+    label = models.CharField(
+        verbose_name=_("label"), max_length=32, blank=True, help_text=_("mobile, business, home…")
+    )
 
     class Meta:
+        verbose_name = _("contact number")
+        verbose_name_plural = _("contact numbers")
         ordering = ("id",)
 
     def __str__(self) -> str:
@@ -526,18 +611,33 @@ class ContactNumber(models.Model):
 class CallerNote(models.Model):
     """What the team knows about a number, shown newest first on every later card of it."""
 
-    number = models.CharField(max_length=wire.NUMBER_CHARS, db_index=True)  # normalised
-    text = models.CharField(max_length=500)
+    number = models.CharField(
+        verbose_name=_("number"), max_length=wire.NUMBER_CHARS, db_index=True
+    )  # normalised
+    text = models.CharField(verbose_name=_("text"), max_length=500)
     author = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("author"),
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
-    created_at = models.DateTimeField(default=timezone.now)
-    expires_at = models.DateTimeField(null=True, blank=True, help_text="Blank: never")
+    created_at = models.DateTimeField(verbose_name=_("created at"), default=timezone.now)
+    expires_at = models.DateTimeField(
+        verbose_name=_("expires at"), null=True, blank=True, help_text=_("Blank: never")
+    )
     call = models.ForeignKey(
-        Call, null=True, blank=True, on_delete=models.SET_NULL, related_name="notes"
+        Call,
+        verbose_name=_("call"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="notes",
     )
 
     class Meta:
+        verbose_name = _("caller note")
+        verbose_name_plural = _("caller notes")
         ordering = ("-created_at", "-id")
         indexes: ClassVar[list[Any]] = [
             models.Index(fields=("number", "-created_at"), name="note_number_recent"),
@@ -548,16 +648,16 @@ class CallerNote(models.Model):
 
 
 class ReviewKind(models.TextChoices):
-    BLOCK = "block", "Block suggestion"
-    WRONG_REFUSAL = "wrong_refusal", "Possible wrong refusal"
-    RULE = "rule", "Rule to review"
+    BLOCK = "block", _("Block suggestion")
+    WRONG_REFUSAL = "wrong_refusal", _("Possible wrong refusal")
+    RULE = "rule", _("Rule to review")
 
 
 class ReviewAction(models.Model):
     """A supervisor's approval or dismissal in the review queue; never changed afterwards."""
 
     kind = models.CharField(max_length=16, choices=ReviewKind.choices)
-    subject = models.CharField(max_length=200, help_text="A normalised number, or a rule's id")
+    subject = models.CharField(max_length=200, help_text=_("A normalised number, or a rule's id"))
     approved = models.BooleanField()
     by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
@@ -571,6 +671,8 @@ class ReviewAction(models.Model):
     detail = models.JSONField(default=dict, blank=True)
 
     class Meta:
+        verbose_name = _("review action")
+        verbose_name_plural = _("review actions")
         ordering = ("-at", "-id")
         indexes: ClassVar[list[Any]] = [
             models.Index(fields=("kind", "subject", "-at"), name="review_subject_recent"),
@@ -651,7 +753,7 @@ class ApiToken(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
     )
-    name = models.CharField(max_length=100, help_text="What the token is for, e.g. 'CRM sync'")
+    name = models.CharField(max_length=100, help_text=_("What the token is for, e.g. 'CRM sync'"))
     # The key's first characters, kept in clear so an admin can tell which key a script holds.
     prefix = models.CharField(max_length=16, db_index=True, editable=False)
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
@@ -678,7 +780,7 @@ class WebhookEndpoint(models.Model):
 
     url = models.URLField(max_length=500)
     secret = models.CharField(
-        max_length=200, help_text="Shared secret for the X-Pbxscreen-Signature HMAC"
+        max_length=200, help_text=_("Shared secret for the X-Pbxscreen-Signature HMAC")
     )
     # Event type names (screening.webhooks.EVENT_TYPES); empty means every type.
     events = models.JSONField(default=list, blank=True)
@@ -693,9 +795,9 @@ class WebhookEndpoint(models.Model):
 
 
 class DeliveryState(models.TextChoices):
-    PENDING = "pending", "Pending"
-    DELIVERED = "delivered", "Delivered"
-    DEAD = "dead", "Dead (gave up)"
+    PENDING = "pending", _("Pending")
+    DELIVERED = "delivered", _("Delivered")
+    DEAD = "dead", _("Dead (gave up)")
 
 
 class WebhookDelivery(models.Model):

@@ -47,6 +47,8 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from screening import health
 
@@ -108,7 +110,7 @@ def _key(kind: str, *parts: str) -> str:
 def _reserve(key: str, window: int) -> int:
     """Count one more attempt under ``key`` atomically; the count including this one. The first
     attempt starts a window of ``window`` seconds."""
-    for _ in range(3):
+    for _attempt in range(3):
         if cache.add(key, 1, timeout=window):
             return 1
         try:
@@ -259,21 +261,31 @@ def refusal(
     request: HttpRequest, seconds: float, why: str, *, mismatch: bool = False
 ) -> HttpResponse:
     minutes = max(1, math.ceil(seconds / 60))
-    whose = "for this username from your address" if why == "account" else "from your address"
     message = (
-        f"Too many failed logins {whose}. "
-        f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
-    )
+        ngettext(
+            "Too many failed logins for this username from your address. "
+            "Try again in %(minutes)s minute.",
+            "Too many failed logins for this username from your address. "
+            "Try again in %(minutes)s minutes.",
+            minutes,
+        )
+        if why == "account"
+        else ngettext(
+            "Too many failed logins from your address. Try again in %(minutes)s minute.",
+            "Too many failed logins from your address. Try again in %(minutes)s minutes.",
+            minutes,
+        )
+    ) % {"minutes": minutes}
     return _page(request, 429, seconds, message, mismatch=mismatch)
 
 
 def busy(request: HttpRequest) -> HttpResponse:
-    message = "The server is busy with other logins. Try again in a few seconds."
+    message = _("The server is busy with other logins. Try again in a few seconds.")
     return _page(request, 503, BUSY_RETRY_SECONDS, message)
 
 
 def unavailable(request: HttpRequest) -> HttpResponse:
-    message = "Logging in is not possible right now. Try again shortly."
+    message = _("Logging in is not possible right now. Try again shortly.")
     return _page(request, 503, CACHE_RETRY_SECONDS, message)
 
 

@@ -11,6 +11,7 @@ urlpatterns = [
     path("calls/<int:pk>/notes", views.add_note, name="call_notes"),
     path("calls/<int:pk>/follow-up", views.follow_up, name="call_follow_up"),
     path("calls/<int:pk>/<str:action>", views.decide, name="decide"),
+    path("preferences", views.set_preferences, name="preferences"),
     path("pbx/webhook", views.webhook, name="webhook"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", metrics.view, name="metrics"),

@@ -14,12 +14,14 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.cache import cache
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from screening import health
+from screening import health, i18n
 from screening.calls import decide_requests, followup, lookups, notes, reasons
 from screening.calls.context import note_payload
 from screening.calls.intake import handle_event
@@ -46,6 +48,27 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "margin_seconds": settings.SCREEN_SAFETY_MARGIN_SECONDS,
         },
     )
+
+
+@login_required
+@require_POST
+def set_preferences(request: HttpRequest) -> HttpResponse:
+    """The header's language and time zone form: saved, then back to the page it was sent from."""
+    saved = i18n.save(
+        request,
+        request.POST.get("language", "")[:16],
+        request.POST.get("time_zone", "")[:65],
+    )
+    if not saved:
+        return HttpResponseBadRequest(
+            _("Unknown language or time zone."), content_type="text/plain; charset=utf-8"
+        )
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        target = "/"
+    return redirect(target)
 
 
 def _error(status: int, message: str, **extra: Any) -> JsonResponse:
@@ -76,9 +99,9 @@ def _fields(request: HttpRequest) -> dict[str, Any]:
         try:
             data = json.loads(request.body or b"{}")
         except (ValueError, RecursionError) as exc:
-            raise ActionError(400, "The body is not valid JSON.") from exc
+            raise ActionError(400, _("The body is not valid JSON.")) from exc
         if not isinstance(data, dict):
-            raise ActionError(400, "The body must be a JSON object.")
+            raise ActionError(400, _("The body must be a JSON object."))
         return data
     return request.POST.dict()
 
@@ -94,15 +117,15 @@ def _memory_request(
     """Who is asking, then ``action(pk, user, fields)``; its refusals as JSON errors."""
     user = request.user
     if not user.is_authenticated:
-        return _error(401, "Log in first.")
+        return _error(401, _("Log in first."))
     if operators_only and not user.has_perm("screening.decide_call"):
-        return _error(403, "You are not allowed to decide calls.")
+        return _error(403, _("You are not allowed to decide calls."))
     if pk > MAX_PK:
-        return _error(404, "No such call.")
+        return _error(404, _("No such call."))
     try:
         return action(pk, user, _fields(request))
     except Call.DoesNotExist:
-        return _error(404, "No such call.")
+        return _error(404, _("No such call."))
     except ActionError as exc:
         return _error(exc.status, exc.message)
 
@@ -181,7 +204,7 @@ async def webhook(request: HttpRequest) -> HttpResponse:
         event = parse_event(body)
     except EventError as exc:
         log.warning("webhook with a malformed event: %s", exc)
-        return _error(400, f"Malformed event: {exc}")
+        return _error(400, f"Malformed event: {exc}")  # for the PBX's log, not a person
     await handle_event(event, via="webhook")
     return JsonResponse({"ok": True})
 
@@ -207,7 +230,7 @@ async def _check(name: str, fn: Any, details: dict[str, str]) -> str:
 
 
 def _bearer_token(request: HttpRequest) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    scheme, _sep, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
 
 

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from screening.calls import precedent, store
 from screening.calls.outcomes import settle_outcome
@@ -143,12 +144,16 @@ def claim_as(
 
 def _conflict_reason(call: Call) -> str:
     who = user_name(call.decided_by) or call.get_decided_by_kind_display()
+    # Said to the operator who asked, in their language.
     if call.status == CallStatus.DECIDING:
-        return f"{who} is deciding this call"
+        return _("%(who)s is deciding this call") % {"who": who}
     if call.status in {CallStatus.ACCEPTED, CallStatus.REFUSED, CallStatus.FAILED}:
-        return f"Already decided by {who}: {call.get_status_display()}"
+        return _("Already decided by %(who)s: %(outcome)s") % {
+            "who": who,
+            "outcome": call.get_status_display(),
+        }
     if call.status == CallStatus.PENDING:
-        return "Too late: the PBX window is closing and it will route the call itself"
+        return _("Too late: the PBX window is closing and it will route the call itself")
     return call.get_status_display()
 
 

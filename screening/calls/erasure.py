@@ -31,6 +31,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from screening.calls import audit_rewrite, lookups, precedent, pseudonyms, store
 from screening.calls.numbers import normalise
@@ -122,21 +123,24 @@ def read(typed: str) -> Number:
     """The number to erase, as typed; raises ErasureError with what to type instead."""
     typed = (typed or "").strip()
     if not typed:
-        raise ErasureError("Give the number to erase, e.g. +44 7700 900123.")
+        raise ErasureError(_("Give the number to erase, e.g. +44 7700 900123."))
     if len(typed) > NUMBER_CHARS or not typed.isprintable():
         raise ErasureError(
-            "That is not a phone number: type it as +44 7700 900123 or 07700 900123."
+            _("That is not a phone number: type it as +44 7700 900123 or 07700 900123.")
         )
     key = normalise(typed)
     if key:
         return Number(typed, key, pseudonyms.token(key))
     if pseudonyms.is_token(typed):
-        raise ErasureError("That is a pseudonym already: there is no number left to erase.")
+        raise ErasureError(_("That is a pseudonym already: there is no number left to erase."))
     # No plain number: only a caller the PBX sent exactly so (a SIP name, say) can be meant.
     if not Call.objects.filter(caller=typed).exists():
         raise ErasureError(
-            f"{typed[:40]!r} is not a phone number and no call came from it: type the number as "
-            "+44 7700 900123, 07700 900123 or 0044 7700 900123."
+            _(
+                "%(typed)r is not a phone number and no call came from it: type the number as "
+                "+44 7700 900123, 07700 900123 or 0044 7700 900123."
+            )
+            % {"typed": typed[:40]}
         )
     return Number(typed, "", pseudonyms.token(typed))
 
@@ -176,19 +180,28 @@ class ErasureResult:
         said = []
         if self.settling:
             said.append(
-                f"{self.settling} calls from this number are in progress or ended less than "
-                f"{SETTLE_SECONDS // 60} minutes ago and were left as they are: erase the number "
-                "again in a few minutes."
+                _(
+                    "%(calls)s calls from this number are in progress or ended less than "
+                    "%(minutes)s minutes ago and were left as they are: erase the number "
+                    "again in a few minutes."
+                )
+                % {"calls": self.settling, "minutes": SETTLE_SECONDS // 60}
             )
         if self.pbx_contacts:
             said.append(
-                f"{self.pbx_contacts} of the deleted contacts came from the PBX's company "
-                "contacts: delete them on the PBX too, or the next contact sync brings them back."
+                _(
+                    "%(count)s of the deleted contacts came from the PBX's company contacts: "
+                    "delete them on the PBX too, or the next contact sync brings them back."
+                )
+                % {"count": self.pbx_contacts}
             )
         if self.rules:
             said.append(
-                f"{self.rules} screening rules name this number and are kept: edit or delete "
-                "them under Rules if they should go too."
+                _(
+                    "%(count)s screening rules name this number and are kept: edit or delete "
+                    "them under Rules if they should go too."
+                )
+                % {"count": self.rules}
             )
         return said
 

@@ -29,6 +29,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from screening.calls import store
 from screening.calls.access import may_decide
@@ -59,19 +60,19 @@ def follow_up(
     ``Call.DoesNotExist`` and ``ActionError``."""
     action = choice(data, "action", ACTIONS)
     if not action:
-        raise ActionError(400, "Say which follow-up: action block or allow.")
+        raise ActionError(400, _("Say which follow-up: action block or allow."))
     duration = choice(data, "duration", DURATION_LABELS)
     if not duration:
-        raise ActionError(400, "Say for how long: duration 1d, 7d or permanent.")
+        raise ActionError(400, _("Say for how long: duration 1d, 7d or permanent."))
     reason = reason_field(data)
     if reason and action != "block":
-        raise ActionError(400, "Only a block has a reason.")
+        raise ActionError(400, _("Only a block has a reason."))
     now = now or timezone.now()
     call = store.load(call_pk)
     if not may_decide(user, call.trunk):
-        raise ActionError(403, "You may not decide calls on this call's trunk.")
+        raise ActionError(403, _("You may not decide calls on this call's trunk."))
     if is_open(call):
-        raise ActionError(409, "Decide the call first: the follow-up comes after the decision.")
+        raise ActionError(409, _("Decide the call first: the follow-up comes after the decision."))
     number = number_of(call)
     decision = Decision.REFUSE if action == "block" else Decision.ACCEPT
     if decision == Decision.REFUSE and not reason:
@@ -88,7 +89,8 @@ def follow_up(
         if by_admin:
             raise ActionError(
                 409,
-                f"{by_admin[0].describe()} was set in the admin; ask an admin to change it.",
+                _("%(rule)s was set in the admin; ask an admin to change it.")
+                % {"rule": by_admin[0].describe()},
             )
         disabled = [r.pk for r in opposite]
         same = next((r for r in in_force if r.action == decision), None)

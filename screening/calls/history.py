@@ -12,6 +12,7 @@ from django.db import connection
 
 from screening.calls import sql
 from screening.calls.payload import epoch_ms
+from screening.i18n import neutral
 from screening.models import OPEN_STATUSES, Call, CallStatus, DecidedBy
 
 HISTORY_DAYS = 30
@@ -55,10 +56,10 @@ def caller_history(caller: str, before: datetime) -> dict[str, Any]:
     if rows:
         status, at, by_kind, first, last, username = rows[0]
         full = f"{first or ''} {last or ''}".strip()  # what User.get_full_name() gives
-        by_label = DecidedBy(by_kind).label if by_kind in DecidedBy.values else by_kind
+        by_label = neutral(DecidedBy(by_kind).label) if by_kind in DecidedBy.values else by_kind
         last_info = {
             "status": status,
-            "status_label": CallStatus(status).label,
+            "status_label": neutral(CallStatus(status).label),
             "at": epoch_ms(sql.to_datetime(at)),
             "decided_by": full or username or by_label,
         }

@@ -12,6 +12,8 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
+from django.utils.translation import gettext as _
+
 from screening.models import Call, CallStatus, RefusalReason
 
 
@@ -31,12 +33,16 @@ def optional_text(data: dict[str, Any], name: str, *, limit: int) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ActionError(400, f"“{name}” must be text.")
+        raise ActionError(400, _("“%(name)s” must be text.") % {"name": name})
     value = value.strip()
     if len(value) > limit:
-        raise ActionError(400, f"“{name}” is too long: at most {limit} characters.")
+        raise ActionError(
+            400,
+            _("“%(name)s” is too long: at most %(limit)s characters.")
+            % {"name": name, "limit": limit},
+        )
     if any(unicodedata.category(ch) in {"Cc", "Cs"} for ch in value):
-        raise ActionError(400, f"“{name}” may not contain control characters.")
+        raise ActionError(400, _("“%(name)s” may not contain control characters.") % {"name": name})
     return value
 
 
@@ -48,7 +54,11 @@ def choice(data: dict[str, Any], name: str, choices: dict[str, str]) -> str:
     if not isinstance(value, str) or value not in choices:
         shown = repr(value)[:40]
         allowed = ", ".join(choices)
-        raise ActionError(400, f"Unknown {name} {shown}: use one of {allowed}.")
+        raise ActionError(
+            400,
+            _("Unknown %(name)s %(value)s: use one of %(allowed)s.")
+            % {"name": name, "value": shown, "allowed": allowed},
+        )
     return value
 
 
@@ -62,7 +72,7 @@ def reason_field(data: dict[str, Any]) -> str:
 def number_of(call: Call) -> str:
     """The call's number as notes and rules key it; a withheld number has none."""
     if not call.caller_key:
-        raise ActionError(400, "The number was withheld: there is no number to remember.")
+        raise ActionError(400, _("The number was withheld: there is no number to remember."))
     return call.caller_key
 
 

@@ -20,6 +20,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext as _
 
 from screening.calls import store
 from screening.calls.access import may_decide
@@ -50,7 +51,7 @@ def parse_expiry(value: Any, now: datetime) -> datetime | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise ActionError(400, "“expires_at” must be text: HH:MM or an ISO 8601 date and time.")
+        raise ActionError(400, _("“expires_at” must be text: HH:MM or an ISO 8601 date and time."))
     value = value.strip()
     clock = _CLOCK.fullmatch(value)
     if clock:
@@ -59,7 +60,9 @@ def parse_expiry(value: Any, now: datetime) -> datetime | None:
             hour=int(clock["hour"]), minute=int(clock["minute"]), second=0, microsecond=0
         )
         if at <= now:
-            raise ActionError(400, f"{value} has already passed today; give a later time.")
+            raise ActionError(
+                400, _("%(time)s has already passed today; give a later time.") % {"time": value}
+            )
         return at
     try:
         at = parse_datetime(value) if len(value) <= 40 else None
@@ -71,12 +74,18 @@ def parse_expiry(value: Any, now: datetime) -> datetime | None:
         at = None
     if at is None:
         raise ActionError(
-            400, f"“expires_at” {value[:40]!r} is not HH:MM or an ISO 8601 date and time."
+            400,
+            _("“expires_at” %(value)r is not HH:MM or an ISO 8601 date and time.")
+            % {"value": value[:40]},
         )
     if at <= now:
-        raise ActionError(400, f"{value} has already passed; give a later time.")
+        raise ActionError(
+            400, _("%(time)s has already passed; give a later time.") % {"time": value}
+        )
     if at - now > LONGEST_EXPIRY:
-        raise ActionError(400, "A note may expire at most a year ahead; leave it blank for never.")
+        raise ActionError(
+            400, _("A note may expire at most a year ahead; leave it blank for never.")
+        )
     return at
 
 
@@ -88,11 +97,11 @@ def add_note(
     now = now or timezone.now()
     text = optional_text(data, "text", limit=TEXT_CHARS)
     if not text:
-        raise ActionError(400, "Write the note: “text” is empty.")
+        raise ActionError(400, _("Write the note: “text” is empty."))
     expires_at = parse_expiry(data.get("expires_at"), now)
     call = store.load(call_pk)
     if not may_add(user, call):
-        raise ActionError(403, "This call's trunk is screened by another operator group.")
+        raise ActionError(403, _("This call's trunk is screened by another operator group."))
     number = number_of(call)
     with transaction.atomic():
         note = CallerNote.objects.create(
@@ -125,7 +134,7 @@ def refresh_open_cards(number: str, now: datetime) -> int:
     )
     for call in calls:
         current: Call | None = call
-        for _ in range(_REFRESH_TRIES):
+        for _attempt in range(_REFRESH_TRIES):
             if current is None or current.status not in OPEN_STATUSES:
                 break
             context = {**(current.context or {}), "notes": notes}

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.utils import translation
 
 from screening.models import Call, CallStatus, DecidedBy
 
@@ -36,7 +38,17 @@ def reason_editable_until(call: Call) -> datetime | None:
 
 def call_payload(call: Call) -> dict[str, Any]:
     """Everything a browser needs to show and act on one call. ``call.trunk`` and
-    ``call.decided_by`` should be loaded (select_related) to avoid queries."""
+    ``call.decided_by`` should be loaded (select_related) to avoid queries.
+
+    Its labels are in the default language whoever's request built it: one push goes to every
+    operator, and each page shows the machine values (status, reason) in its own language."""
+    if translation.get_language() == settings.LANGUAGE_CODE:
+        return _payload(call)
+    with translation.override(settings.LANGUAGE_CODE):
+        return _payload(call)
+
+
+def _payload(call: Call) -> dict[str, Any]:
     return {
         "id": call.pk,
         "call_id": call.pbx_call_id,

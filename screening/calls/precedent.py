@@ -34,6 +34,7 @@ from django.db import connection, transaction
 
 from screening.calls import pseudonyms, sql
 from screening.calls.payload import epoch_ms, user_name
+from screening.i18n import neutral
 from screening.models import CallerPrecedent, CallStatus, DecidedBy, Decision, RefusalReason
 
 log = logging.getLogger("screening.calls.precedent")
@@ -371,7 +372,9 @@ def summarise(row: CallerPrecedent | SimpleNamespace, now: datetime) -> dict[str
         last = {
             "decision": row.last.get("decision", ""),
             "reason": reason,
-            "reason_label": RefusalReason(reason).label if reason in RefusalReason.values else "",
+            "reason_label": (
+                neutral(RefusalReason(reason).label) if reason in RefusalReason.values else ""
+            ),
             "note": row.last.get("note", ""),
             "by": row.last.get("by", ""),
             "at": row.last.get("at"),

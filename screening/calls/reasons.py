@@ -18,6 +18,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from screening.calls import precedent, store
 from screening.calls.access import may_decide
@@ -34,9 +35,12 @@ def parse(decision: str, data: dict[str, Any]) -> tuple[str, str]:
     reason = reason_field(data)
     note = optional_text(data, "note", limit=NOTE_CHARS)
     if decision != Decision.REFUSE and (reason or note):
-        raise ActionError(400, "Only a refusal has a reason: send reason and note with refuse.")
+        raise ActionError(400, _("Only a refusal has a reason: send reason and note with refuse."))
     if note and not reason:
-        raise ActionError(400, f"A note goes with a reason: one of {', '.join(REASONS)}.")
+        raise ActionError(
+            400,
+            _("A note goes with a reason: one of %(reasons)s.") % {"reasons": ", ".join(REASONS)},
+        )
     return reason, note
 
 
@@ -52,22 +56,32 @@ def set_reason(
     """``POST /calls/<id>/reason``: set or change the reason of a call ``user`` refused."""
     reason = reason_field(data)
     if not reason:
-        raise ActionError(400, f"Say which reason: one of {', '.join(REASONS)}.")
+        raise ActionError(
+            400, _("Say which reason: one of %(reasons)s.") % {"reasons": ", ".join(REASONS)}
+        )
     note = optional_text(data, "note", limit=NOTE_CHARS)
     call = store.load(call_pk)
     if not may_decide(user, call.trunk):
-        raise ActionError(403, "This call's trunk is screened by another operator group.")
+        raise ActionError(403, _("This call's trunk is screened by another operator group."))
     if call.status != CallStatus.REFUSED:
-        raise ActionError(400, f"Only a refused call has a reason; this one is {call.status}.")
+        raise ActionError(
+            400,
+            _("Only a refused call has a reason; this one is %(status)s.")
+            % {"status": call.status},
+        )
     until = reason_editable_until(call)
     if call.decided_by_id != user.pk or until is None:
         who = user_name(call.decided_by) or call.get_decided_by_kind_display()
-        raise ActionError(403, f"Only the operator who refused the call ({who}) may say why.")
+        raise ActionError(
+            403, _("Only the operator who refused the call (%(who)s) may say why.") % {"who": who}
+        )
     now = now or timezone.now()
     if now > until:
         minutes = int(REASON_EDIT_WINDOW.total_seconds() // 60)
         raise ActionError(
-            409, f"Too late: a reason can be set only within {minutes} minutes of the refusal."
+            409,
+            _("Too late: a reason can be set only within %(minutes)s minutes of the refusal.")
+            % {"minutes": minutes},
         )
     return _write(call, user, reason, note, now)
 
@@ -80,7 +94,7 @@ def _write(
     with transaction.atomic():
         updated = store.transition(call, changes, status=CallStatus.REFUSED, decided_by=user)
         if updated is None:  # only if the row changed hands in between, which a refusal never does
-            raise ActionError(409, "This call is no longer refused by you.")
+            raise ActionError(409, _("This call is no longer refused by you."))
         label = REASONS[reason]
         verb = f"changed the reason from {REASONS[before].lower()} to" if before else "refused as"
         message = f"{user_name(user)} {verb} {label.lower()}" + (f": {note}" if note else "")

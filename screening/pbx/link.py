@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.utils.translation import gettext as _
 
 from screening import health
 from screening.calls import push
@@ -143,16 +144,22 @@ def describe(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def _message(state: str, detail: str) -> str:
+    # In the request's language on a page; pushes carry the state too, and each dashboard
+    # words it in its own (static/screening/dashboard.js, LINK_MESSAGES).
     messages = {
-        UP: "Connected to the PBX.",
-        WEBHOOK: "Receiving PBX events by webhook.",
-        CONNECTING: "Connecting to the PBX: calls are being routed unscreened.",
-        DOWN: "PBX link down: calls are being routed unscreened.",
-        AUTH_FAILED: "The PBX refused our credentials: calls are being routed unscreened. "
-        "Fix PBX_CLIENT_ID / PBX_CLIENT_SECRET and restart.",
-        NOT_CONFIGURED: "No PBX is configured: calls are not being screened.",
-        UNKNOWN: "The PBX link state cannot be read (shared cache unreachable): calls may be "
-        "routed unscreened.",
+        UP: _("Connected to the PBX."),
+        WEBHOOK: _("Receiving PBX events by webhook."),
+        CONNECTING: _("Connecting to the PBX: calls are being routed unscreened."),
+        DOWN: _("PBX link down: calls are being routed unscreened."),
+        AUTH_FAILED: _(
+            "The PBX refused our credentials: calls are being routed unscreened. "
+            "Fix PBX_CLIENT_ID / PBX_CLIENT_SECRET and restart."
+        ),
+        NOT_CONFIGURED: _("No PBX is configured: calls are not being screened."),
+        UNKNOWN: _(
+            "The PBX link state cannot be read (shared cache unreachable): calls may be "
+            "routed unscreened."
+        ),
     }
     text = messages.get(state, state)
     return f"{text} ({detail})" if detail and state != UP else text

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from screening import periodic, runtime
 from screening.models import Trunk
@@ -188,11 +189,11 @@ def describe_unscreened(trunks: list[Trunk]) -> str:
         trunk.name if trunk.label in ("", trunk.name) else f"{trunk.name} ({trunk.label})"
         for trunk in trunks
     )
-    return (
-        f"Control Inbound Call is not on at the PBX for trunk {names}: its calls are routed "
+    return _(
+        "Control Inbound Call is not on at the PBX for trunk %(trunks)s: its calls are routed "
         "without being screened. Turn it on in Admin > Trunks: select the trunk, then the action "
         '"Turn on Control Inbound Call on the PBX".'
-    )
+    ) % {"trunks": names}
 
 
 # --- the sweeper's schedule -------------------------------------------------------------------

@@ -28,6 +28,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext_lazy as _
 
 from screening.models import (
     MAX_PK,
@@ -78,41 +79,45 @@ class AuditFilterForm(forms.Form):
 
     received_from = BoundedDateTimeField(
         required=False,
-        label="From",
+        label=_("From"),
         input_formats=DATETIME_INPUT_FORMATS,
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
     received_until = BoundedDateTimeField(
         required=False,
-        label="Until",
-        help_text="Not including this minute.",
+        label=_("Until"),
+        help_text=_("Not including this minute."),
         input_formats=DATETIME_INPUT_FORMATS,
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
     trunk = forms.ModelChoiceField(
-        queryset=Trunk.objects.all(), required=False, empty_label="All trunks"
+        queryset=Trunk.objects.all(), required=False, empty_label=_("All trunks")
     )
     operator = OperatorChoiceField(
-        queryset=get_user_model().objects.none(), required=False, empty_label="Any operator"
+        queryset=get_user_model().objects.none(), required=False, empty_label=_("Any operator")
     )
-    outcome = forms.ChoiceField(choices=[("", "Any outcome"), *CallStatus.choices], required=False)
+    outcome = forms.ChoiceField(
+        label=_("Outcome"), choices=[("", _("Any outcome")), *CallStatus.choices], required=False
+    )
     decided_by = forms.ChoiceField(
-        label="Decided by", choices=[("", "Anyone or anything"), *DecidedBy.choices], required=False
+        label=_("Decided by"),
+        choices=[("", _("Anyone or anything")), *DecidedBy.choices],
+        required=False,
     )
-    caller = forms.CharField(label="Caller number", max_length=64, required=False)
+    caller = forms.CharField(label=_("Caller number"), max_length=64, required=False)
     caller_match = forms.ChoiceField(
-        label="Match",
-        choices=[("prefix", "starts with"), ("contains", "contains")],
+        label=_("Match"),
+        choices=[("prefix", _("starts with")), ("contains", _("contains"))],
         required=False,
         initial="prefix",
     )
-    mismatch = forms.BooleanField(label="PBX mismatch only", required=False)
+    mismatch = forms.BooleanField(label=_("PBX mismatch only"), required=False)
     # Set by the column headers, not typed in: hidden, and the page shows its error on top.
     sort = forms.ChoiceField(
         choices=lambda: [(p, p) for key in SORTS for p in (key, f"-{key}")],
         required=False,
         widget=forms.HiddenInput,
-        error_messages={"invalid_choice": "Unknown order “%(value)s”: sorted newest first."},
+        error_messages={"invalid_choice": _("Unknown order “%(value)s”: sorted newest first.")},
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -123,7 +128,7 @@ class AuditFilterForm(forms.Form):
         data = super().clean()
         start, end = data.get("received_from"), data.get("received_until")
         if start and end and end <= start:
-            self.add_error("received_until", "Must be after “From”.")
+            self.add_error("received_until", _("Must be after “From”."))
         return data
 
 
@@ -139,7 +144,7 @@ class AuditPageForm(AuditFilterForm):
         kind = Ordering.parse(data.get("sort")).sort.kind
         for name in ("after", "before"):
             if data.get(name) and Cursor.decode(data[name], kind) is None:
-                self.add_error(name, "This page link is not valid: showing the first page.")
+                self.add_error(name, _("This page link is not valid: showing the first page."))
         return data
 
 
@@ -203,11 +208,11 @@ SORT_FIELDS = {
 SORTS = {
     s.key: s
     for s in (
-        Sort("received", "Received", "datetime"),
-        Sort("caller", "Caller", "str"),
-        Sort("called", "Called", "str"),
-        Sort("outcome", "Outcome", "str"),
-        Sort("decision", "Decision time", "duration"),
+        Sort("received", _("Received"), "datetime"),
+        Sort("caller", _("Caller"), "str"),
+        Sort("called", _("Called"), "str"),
+        Sort("outcome", _("Outcome"), "str"),
+        Sort("decision", _("Decision time"), "duration"),
     )
 }
 DEFAULT_SORT = "-received"
@@ -380,14 +385,14 @@ _STATUS_LABELS = dict(CallStatus.choices)
 _OUTCOME_LABELS = dict(PbxOutcome.choices)
 _REASON_LABELS = dict(RefusalReason.choices)
 SHORT_STATUS = {
-    CallStatus.PENDING: "Pending",
-    CallStatus.DECIDING: "Deciding",
-    CallStatus.ACCEPTED: "Accepted",
-    CallStatus.REFUSED: "Refused",
-    CallStatus.EXPIRED: "Expired",
-    CallStatus.GONE: "Gone",
-    CallStatus.FAILED: "Failed",
-    CallStatus.UNSCREENED: "Unscreened",
+    CallStatus.PENDING: _("Pending"),
+    CallStatus.DECIDING: _("Deciding"),
+    CallStatus.ACCEPTED: _("Accepted"),
+    CallStatus.REFUSED: _("Refused"),
+    CallStatus.EXPIRED: _("Expired"),
+    CallStatus.GONE: _("Gone"),
+    CallStatus.FAILED: _("Failed"),
+    CallStatus.UNSCREENED: _("Unscreened"),
 }
 
 
@@ -430,7 +435,8 @@ class AuditRow:
 
     @property
     def status_label(self) -> str:
-        return SHORT_STATUS.get(self.status, self.status)
+        label = SHORT_STATUS.get(self.status, self.status)
+        return str(label) if label else label
 
     @property
     def operator(self) -> str:
@@ -470,29 +476,31 @@ class AuditRow:
 
     @property
     def pbx_outcome_label(self) -> str:
-        return _OUTCOME_LABELS.get(self.pbx_outcome, self.pbx_outcome)
+        label = _OUTCOME_LABELS.get(self.pbx_outcome, self.pbx_outcome)
+        return str(label) if label else label
 
     @property
     def reason_label(self) -> str:
-        return _REASON_LABELS.get(self.reason, self.reason)
+        label = _REASON_LABELS.get(self.reason, self.reason)
+        return str(label) if label else label
 
 
 def describe_decider(
     kind: str, operator: str, rule_id: int | None, rule_pattern: str | None
 ) -> str:
     if kind == DecidedBy.OPERATOR:
-        return operator or "Operator"
+        return operator or str(_("Operator"))
     if kind == DecidedBy.RULE:
-        return f"Rule #{rule_id} ({rule_pattern})" if rule_id else "Rule (since deleted)"
-    if kind == DecidedBy.TRUNK_POLICY:
-        return "Trunk policy (screening off)"
-    if kind == DecidedBy.FALLBACK:
-        return "Fallback: no operator online"
-    if kind == DecidedBy.PBX_TIMEOUT:
-        return "PBX timeout"
-    if kind == DecidedBy.CALLER:
-        return "Caller hung up"
-    return ""
+        if not rule_id:
+            return str(_("Rule (since deleted)"))
+        return str(_("Rule #%(id)s (%(pattern)s)")) % {"id": rule_id, "pattern": rule_pattern}
+    words = {
+        DecidedBy.TRUNK_POLICY: _("Trunk policy (screening off)"),
+        DecidedBy.FALLBACK: _("Fallback: no operator online"),
+        DecidedBy.PBX_TIMEOUT: _("PBX timeout"),
+        DecidedBy.CALLER: _("Caller hung up"),
+    }
+    return str(words.get(kind, ""))
 
 
 def query_rows(qs: QuerySet[Call], limit: int | None = None) -> Iterator[AuditRow]:

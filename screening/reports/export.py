@@ -23,9 +23,10 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, connections, transaction
 from django.db.models import QuerySet
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from screening.models import Call
 from screening.reports.audit import AuditRow, Ordering, iter_rows
@@ -97,7 +98,8 @@ def iter_csv(qs: QuerySet[Call], ordering: Ordering) -> Iterator[bytes]:
     # Django declares it WITH HOLD and PostgreSQL materialises the whole result first). SQLite
     # streams without one, and a transaction there would take the write lock.
     atomic = transaction.atomic() if connection.vendor == "postgresql" else contextlib.nullcontext()
-    with atomic:
+    # A file for other programs: the same words (who decided) whatever the reader's language.
+    with atomic, translation.override(settings.LANGUAGE_CODE):
         for count, row in enumerate(iter_rows(qs, ordering, CHUNK_ROWS), 1):
             writer.writerow(csv_cells(row))
             if count % CHUNK_ROWS == 0:

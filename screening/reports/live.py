@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from screening.calls import presence, push
 from screening.calls.payload import call_payload, epoch_ms
-from screening.models import OPEN_STATUSES, Call, Presence
+from screening.models import OPEN_STATUSES, Call, CallStatus, Presence
 from screening.pbx import link
 
 MAX_CALLS = 200  # a supervisor's overview, not a queue to work through
@@ -65,6 +65,13 @@ def state() -> dict[str, Any]:
         "server_time": push.now_ms(),
         "online": online(),
         "hidden": hidden(),
-        "calls": [call_payload(c) for c in calls],
+        "calls": [_in_readers_language(call_payload(c), c) for c in calls],
         "link": link.get_state(),
     }
+
+
+def _in_readers_language(payload: dict[str, Any], call: Call) -> dict[str, Any]:
+    """A payload is worded in the default language (it is shared by pushes); this view answers
+    one supervisor, so its label is in their language."""
+    payload["status_label"] = str(CallStatus(call.status).label)
+    return payload

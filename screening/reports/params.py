@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.http import HttpResponse
+from django.utils.translation import gettext as _
 
 EARLIEST = date(1900, 1, 1)
 LATEST = date(9998, 12, 31)
@@ -50,7 +51,8 @@ def check_date_range(value: date | datetime | None, shown: str = "%Y-%m-%d") -> 
     day = value.date() if isinstance(value, datetime) else value
     if not EARLIEST <= day <= LATEST:
         raise ValidationError(
-            f"Pick a date from {EARLIEST.strftime(shown)} to {LATEST.strftime(shown)}.",
+            _("Pick a date from %(first)s to %(last)s.")
+            % {"first": EARLIEST.strftime(shown), "last": LATEST.strftime(shown)},
             code="out_of_range",
         )
 
@@ -75,7 +77,7 @@ def bad_request(form: forms.Form) -> HttpResponse:
         for name, errors in form.errors.items()
     ]
     return HttpResponse(
-        "Invalid query parameters.\n" + "\n".join(lines) + "\n",
+        _("Invalid query parameters.") + "\n" + "\n".join(lines) + "\n",
         status=400,
         content_type="text/plain; charset=utf-8",
     )

@@ -30,6 +30,7 @@ from django.db import transaction
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from screening.calls import pseudonyms, store
 from screening.calls.payload import user_name
@@ -153,7 +154,7 @@ def block_suggestions(now: datetime) -> list[BlockSuggestion]:
         who = user_name(call.decided_by)
         if who not in item.operators:
             item.operators.append(who)
-        label = call.get_reason_display() if call.reason else "no reason given"
+        label = call.get_reason_display() if call.reason else _("no reason given")
         reasons.setdefault(call.caller_key, Counter())[label] += 1
         if len(item.calls) < EVIDENCE_LIMIT:
             item.calls.append(
@@ -212,11 +213,11 @@ def wrong_refusals(now: datetime) -> list[WrongRefusal]:
             continue
         why = []
         if call.in_contacts:
-            why.append("the number is in the contacts")
+            why.append(_("the number is in the contacts"))
         if call.accepted_elsewhere:
-            why.append("another operator accepted this number")
+            why.append(_("another operator accepted this number"))
         if call.callbacks >= settings.REVIEW_CALLBACK_COUNT:
-            why.append(f"called back {call.callbacks} times within the hour")
+            why.append(_("called back %(count)s times within the hour") % {"count": call.callbacks})
         items.append(
             WrongRefusal(
                 call.pk,
@@ -256,9 +257,11 @@ def rules_to_review(now: datetime) -> list[RuleToReview]:
         why = []
         idle_rule = rule.expires_at is None and ((rule.last_hit_at or rule.created_at) < idle_since)
         if idle_rule:
-            why.append("no match in 90 days" if rule.last_hit_at else "never matched in 90 days")
+            why.append(
+                _("no match in 90 days") if rule.last_hit_at else _("never matched in 90 days")
+            )
         if rule.source_call_id and str(rule.pk) not in seen:
-            why.append("made from a call's card")
+            why.append(_("made from a call's card"))
         if why:
             items.append(RuleToReview(rule, why))
     return items[:LIST_LIMIT]
@@ -287,38 +290,51 @@ class ReviewForm(forms.Form):
         getlist = getattr(self.data, "getlist", None)
         for name in self.fields:
             if getlist is not None and len(getlist(name)) > 1:
-                self.add_error(name, "Give this field once.")
+                self.add_error(name, _("Give this field once."))
         kind, subject = data.get("kind"), data.get("subject")
         if kind is None or subject is None:
             return data
         if kind == ReviewKind.BLOCK and not (subject.isascii() and subject.isdigit()):
-            self.add_error("subject", "A block suggestion's subject is a normalised number.")
+            self.add_error("subject", _("A block suggestion's subject is a normalised number."))
         if kind != ReviewKind.BLOCK and not (
             subject.isascii() and subject.isdigit() and 0 < int(subject) < 2**63
         ):
-            self.add_error("subject", "This subject is an id.")
+            self.add_error("subject", _("This subject is an id."))
         return data
 
 
 def describe(action: ReviewAction) -> str:
     """One line for the page's message and history."""
-    verb = "Approved" if action.approved else "Dismissed"
-    what = {
-        ReviewKind.BLOCK: f"block suggestion for {action.subject}",
-        ReviewKind.WRONG_REFUSAL: f"possible wrong refusal (call {action.subject})",
-        ReviewKind.RULE: f"review of rule {action.subject}",
-    }.get(action.kind, action.subject)
-    outcome = ""
-    if action.kind == ReviewKind.BLOCK and action.approved and action.rule_id:
-        outcome = f": refuse rule {action.rule_id} created"
-    elif action.kind == ReviewKind.BLOCK and action.hidden_until:
-        until = timezone.localtime(action.hidden_until)
-        outcome = f": not suggested again until {until:%Y-%m-%d %H:%M}"
-    elif action.kind == ReviewKind.RULE:
-        outcome = ": rule disabled" if action.approved else ": rule kept"
-    elif action.kind == ReviewKind.WRONG_REFUSAL:
-        outcome = ": confirmed wrong" if action.approved else ": the refusal was right"
-    return f"{verb} {what}{outcome}"
+    subject = {"subject": action.subject}
+    approved = action.approved
+    if action.kind == ReviewKind.BLOCK:
+        if approved and action.rule_id:
+            return _("Approved block suggestion for %(subject)s: refuse rule %(rule)s created") % {
+                **subject,
+                "rule": action.rule_id,
+            }
+        if approved:
+            return _("Approved block suggestion for %(subject)s") % subject
+        if action.hidden_until:
+            until = f"{timezone.localtime(action.hidden_until):%Y-%m-%d %H:%M}"
+            return _(
+                "Dismissed block suggestion for %(subject)s: not suggested again until %(until)s"
+            ) % {**subject, "until": until}
+        return _("Dismissed block suggestion for %(subject)s") % subject
+    if action.kind == ReviewKind.WRONG_REFUSAL:
+        if approved:
+            return (
+                _("Approved possible wrong refusal (call %(subject)s): confirmed wrong") % subject
+            )
+        return (
+            _("Dismissed possible wrong refusal (call %(subject)s): the refusal was right")
+            % subject
+        )
+    if action.kind == ReviewKind.RULE:
+        if approved:
+            return _("Approved review of rule %(subject)s: rule disabled") % subject
+        return _("Dismissed review of rule %(subject)s: rule kept") % subject
+    return action.subject
 
 
 class NotInQueue(Exception):
@@ -339,7 +355,9 @@ def act(data: dict[str, Any], user: AbstractBaseUser, now: datetime) -> ReviewAc
 def _act_block(number: str, approve: bool, user: AbstractBaseUser, now: datetime) -> ReviewAction:
     item = next((s for s in block_suggestions(now) if s.number == number), None)
     if item is None:
-        raise NotInQueue(f"{number} is not suggested for blocking any more.")
+        raise NotInQueue(
+            _("%(number)s is not suggested for blocking any more.") % {"number": number}
+        )
     detail = {
         "refusals": item.refusals,
         "operators": item.operators,
@@ -396,7 +414,9 @@ def _act_wrong_refusal(
 ) -> ReviewAction:
     item = next((w for w in wrong_refusals(now) if w.call_id == call_id), None)
     if item is None:
-        raise NotInQueue(f"Call {call_id} is not in the list of possible wrong refusals.")
+        raise NotInQueue(
+            _("Call %(id)s is not in the list of possible wrong refusals.") % {"id": call_id}
+        )
     return ReviewAction.objects.create(
         kind=ReviewKind.WRONG_REFUSAL,
         subject=str(call_id),
@@ -410,7 +430,7 @@ def _act_wrong_refusal(
 def _act_rule(rule_id: int, approve: bool, user: AbstractBaseUser, now: datetime) -> ReviewAction:
     item = next((r for r in rules_to_review(now) if r.rule.pk == rule_id), None)
     if item is None:
-        raise NotInQueue(f"Rule {rule_id} is not waiting for a review.")
+        raise NotInQueue(_("Rule %(id)s is not waiting for a review.") % {"id": rule_id})
     rule = Rule.objects.select_for_update().get(pk=rule_id)
     if approve:
         rule.enabled = False

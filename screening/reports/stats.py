@@ -50,7 +50,8 @@ from django.db import connection, transaction
 from django.db.models import BigIntegerField, Count, DateTimeField, F, Q, QuerySet, TextField
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Trunc
-from django.utils import timezone
+from django.utils import dateformat, timezone
+from django.utils.translation import gettext_lazy as _
 
 from screening.models import (
     Call,
@@ -81,36 +82,46 @@ class StatsForm(forms.Form):
     """The statistics page's query parameters (screening.reports.params)."""
 
     start = BoundedDateField(
-        label="From", required=False, widget=forms.DateInput(attrs={"type": "date"})
+        label=_("From"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
     )
     end = BoundedDateField(
-        label="To (inclusive)", required=False, widget=forms.DateInput(attrs={"type": "date"})
+        label=_("To (inclusive)"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
     )
     month = BoundedDateField(
-        label="Month",
+        label=_("Month"),
         required=False,
         input_formats=["%Y-%m"],
         widget=forms.DateInput(attrs={"type": "month"}, format="%Y-%m"),
-        help_text="Overrides From and To.",
+        help_text=_("Overrides From and To."),
     )
     by = forms.ChoiceField(
-        label="Per", choices=[("day", "day"), ("hour", "hour")], required=False, initial="day"
+        label=_("Per"),
+        choices=[("day", _("day")), ("hour", _("hour"))],
+        required=False,
+        initial="day",
     )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         start, end = data.get("start"), data.get("end")
         if start and end and end < start:
-            self.add_error("end", "Must not be before “From”.")
+            self.add_error("end", _("Must not be before “From”."))
         elif start and end and (end - start).days >= MAX_DAYS:
-            self.add_error("end", f"At most {MAX_DAYS} days at a time.")
+            self.add_error("end", _("At most %(days)s days at a time.") % {"days": MAX_DAYS})
         elif start and not end and "end" not in self.errors:
             # "To" defaults to today: say so rather than silently showing another period.
             today = timezone.localdate()
             if start > today:
-                self.add_error("start", "Must not be after today (or give “To” too).")
+                self.add_error("start", _("Must not be after today (or give “To” too)."))
             elif (today - start).days >= MAX_DAYS:
-                self.add_error("start", f"At most {MAX_DAYS} days before today: give “To” too.")
+                self.add_error(
+                    "start",
+                    _("At most %(days)s days before today: give “To” too.") % {"days": MAX_DAYS},
+                )
         return data
 
 
@@ -577,12 +588,12 @@ def _empty_buckets(period: Period) -> dict[Any, Bucket]:
     if period.by == "day":
         for i in range(period.days):
             day = period.first + timedelta(days=i)
-            buckets[day] = Bucket(day, day.strftime("%a %d %b"))
+            buckets[day] = Bucket(day, dateformat.format(day, "D d M"))  # the page's language
         return buckets
     instant = period.start
     while instant < period.end:
         hour = _hour(instant)
-        buckets.setdefault(hour, Bucket(hour, hour.strftime("%d %b %H:00")))
+        buckets.setdefault(hour, Bucket(hour, dateformat.format(hour, "d M H:00")))
         instant += timedelta(hours=1)
     return buckets
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.db.models import QuerySet
+from django.utils.translation import gettext_lazy as _
 
 from screening.calls.payload import user_name
 from screening.models import AuditEvent, AuditKind, Call
@@ -25,12 +26,12 @@ class TimelineForm(forms.Form):
 ALERT_KINDS = {AuditKind.FAILED, AuditKind.MISMATCH, AuditKind.EXPIRED}
 # Detail keys shown first and by name; the rest follow in stored order.
 DETAIL_LABELS = {
-    "errcode": "errcode",
+    "errcode": "errcode",  # the PBX's own field names, as its documentation spells them
     "errmsg": "errmsg",
-    "round_trip_ms": "round trip (ms)",
-    "endpoint": "endpoint",
-    "via": "via",
-    "stream": "stream",
+    "round_trip_ms": _("round trip (ms)"),
+    "endpoint": _("endpoint"),
+    "via": _("via"),
+    "stream": _("stream"),
 }
 
 

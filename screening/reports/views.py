@@ -24,6 +24,9 @@ from django.http import (
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from screening.calls import notes
@@ -166,11 +169,11 @@ def call_note(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 SERIES_COLOURS = {
-    "accepted": ("Accepted", "#106b2f"),
-    "refused": ("Refused", "#a5161b"),
-    "expired": ("Expired (PBX routed it)", "#b45309"),
-    "gone": ("Gone", "#6b7280"),
-    "failed": ("Failed", "#6d28d9"),
+    "accepted": (gettext_lazy("Accepted"), "#106b2f"),
+    "refused": (gettext_lazy("Refused"), "#a5161b"),
+    "expired": (gettext_lazy("Expired (PBX routed it)"), "#b45309"),
+    "gone": (gettext_lazy("Gone"), "#6b7280"),
+    "failed": (gettext_lazy("Failed"), "#6d28d9"),
 }
 
 
@@ -182,11 +185,26 @@ def stats(request: HttpRequest) -> HttpResponse:
     result = stats_module.compute(period)
     labels = [b.label for b in result.buckets]
     per = "hour" if period.by == "hour" else "day"
+    hourly = per == "hour"
+    dates = {
+        "first": date_format(period.first, "j M Y"),
+        "last": date_format(period.last, "j M Y"),
+    }
     outcome_chart = charts.bar_chart(
         "chart-outcomes",
-        f"Calls per {per} by outcome",
-        f"Stacked bars: accepted, refused, expired, gone and failed calls per {per}, "
-        f"{period.first:%d %b %Y} to {period.last:%d %b %Y}.",
+        _("Calls per hour by outcome") if hourly else _("Calls per day by outcome"),
+        (
+            _(
+                "Stacked bars: accepted, refused, expired, gone and failed calls per hour, "
+                "%(first)s to %(last)s."
+            )
+            if hourly
+            else _(
+                "Stacked bars: accepted, refused, expired, gone and failed calls per day, "
+                "%(first)s to %(last)s."
+            )
+        )
+        % dates,
         labels,
         [
             charts.Series(label, colour, [getattr(b.counts, key) for b in result.buckets])
@@ -196,25 +214,30 @@ def stats(request: HttpRequest) -> HttpResponse:
     window_ms = result.window_ms
     timing_chart = charts.line_chart(
         "chart-timing",
-        f"Operator decision time per {per}",
-        f"Median and 90th percentile of the time from arrival to an operator's decision, "
-        f"against the PBX window of {window_ms / 1000:g} s.",
+        _("Operator decision time per hour") if hourly else _("Operator decision time per day"),
+        _(
+            "Median and 90th percentile of the time from arrival to an operator's decision, "
+            "against the PBX window of %(seconds)s s."
+        )
+        % {"seconds": f"{window_ms / 1000:g}"},
         labels,
         [
-            charts.Series("Median", "#1d4ed8", [b.timing.median_ms for b in result.buckets]),
-            charts.Series("90th percentile", "#b45309", [b.timing.p90_ms for b in result.buckets]),
+            charts.Series(_("Median"), "#1d4ed8", [b.timing.median_ms for b in result.buckets]),
+            charts.Series(
+                _("90th percentile"), "#b45309", [b.timing.p90_ms for b in result.buckets]
+            ),
         ],
         unit="s",
-        reference=(f"window {window_ms / 1000:g} s", window_ms),
+        reference=(_("window %(seconds)s s") % {"seconds": f"{window_ms / 1000:g}"}, window_ms),
     )
     hour_chart = charts.bar_chart(
         "chart-hours",
-        "Expiry rate by hour of day",
-        "Share of offered calls that expired (the PBX routed them itself), by hour of day.",
+        _("Expiry rate by hour of day"),
+        _("Share of offered calls that expired (the PBX routed them itself), by hour of day."),
         [f"{h:02d}" for h in range(24)],
         [
             charts.Series(
-                "Expired", "#b45309", [g.counts.expiry_rate for g in result.by_hour_of_day]
+                _("Expired"), "#b45309", [g.counts.expiry_rate for g in result.by_hour_of_day]
             )
         ],
         unit="%",
@@ -225,16 +248,18 @@ def stats(request: HttpRequest) -> HttpResponse:
     )
     trunk_chart = charts.hbar_chart(
         "chart-trunks",
-        "Expiry rate by trunk",
-        "Share of each trunk's offered calls that expired.",
+        _("Expiry rate by trunk"),
+        _("Share of each trunk's offered calls that expired."),
         [(g.label, g.counts.expiry_rate) for g in result.by_trunk],
         "#b45309",
     )
     operator_chart = charts.hbar_chart(
         "chart-operators",
-        "Expiry rate while each operator was working",
-        "Share of calls on the operator's trunks that expired during the hours in which the "
-        "operator decided at least one call.",
+        _("Expiry rate while each operator was working"),
+        _(
+            "Share of calls on the operator's trunks that expired during the hours in which the "
+            "operator decided at least one call."
+        ),
         [(o.label, o.expiry_rate) for o in result.by_operator],
         "#b45309",
     )
@@ -264,10 +289,10 @@ def _presets() -> list[tuple[str, str]]:
     this_month = today.replace(day=1)
     last_month = (this_month - timedelta(days=1)).replace(day=1)
     return [
-        ("Last 7 days", ""),
-        ("Last 7 days per hour", "by=hour"),
-        ("This month", f"month={this_month:%Y-%m}"),
-        ("Last month", f"month={last_month:%Y-%m}"),
+        (_("Last 7 days"), ""),
+        (_("Last 7 days per hour"), "by=hour"),
+        (_("This month"), f"month={this_month:%Y-%m}"),
+        (_("Last month"), f"month={last_month:%Y-%m}"),
     ]
 
 
@@ -320,9 +345,9 @@ def review(request: HttpRequest) -> HttpResponse:
 def supervisor_state(request: HttpRequest) -> JsonResponse:
     # JSON callers get JSON errors, not a login page.
     if not request.user.is_authenticated:
-        return JsonResponse({"ok": False, "error": "Log in first."}, status=401)
+        return JsonResponse({"ok": False, "error": _("Log in first.")}, status=401)
     if not request.user.has_perm(VIEW_AUDIT):
-        return JsonResponse({"ok": False, "error": "You may not view this."}, status=403)
+        return JsonResponse({"ok": False, "error": _("You may not view this.")}, status=403)
     response = JsonResponse({"ok": True, **live.state()})
     response["Cache-Control"] = "no-store"
     return response

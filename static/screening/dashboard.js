@@ -5,6 +5,8 @@
 // Pushes carry a per-stream sequence number; a gap means something was dropped, so we ask for a
 // snapshot, which is the truth.
 
+import { clockTime, dateAndTime, gettext, integer, ngettext, relative, seconds, t } from "./l10n.js";
+
 const $ = (sel, root = document) => root.querySelector(sel);
 const csrfToken = $('meta[name="csrf-token"]').content;
 const pendingList = $("#pending");
@@ -17,9 +19,51 @@ const endedBox = $("#ended");
 // The server closes the socket with these codes when the operator's access ends
 // (screening/calls/sessions.py): retrying would only be refused again.
 const ENDED = {
-  4401: "You were signed out, so this page no longer shows calls.",
-  4403: "You may no longer screen calls (your permission or group changed).",
+  4401: gettext("You were signed out, so this page no longer shows calls."),
+  4403: gettext("You may no longer screen calls (your permission or group changed)."),
 };
+
+// What the wire's machine values mean to a person, in the page's language; the server's own
+// label (in its default language, as pushes are shared by everyone) only for a value this page
+// does not know.
+const STATUS_LABELS = {
+  pending: gettext("Waiting for an operator"),
+  deciding: gettext("Decision being sent to the PBX"),
+  accepted: gettext("Accepted"),
+  refused: gettext("Refused"),
+  expired: gettext("Expired: the PBX routed the call itself"),
+  gone: gettext("Gone: caller hung up or channel not found"),
+  failed: gettext("Failed: the PBX did not carry out the decision"),
+  unscreened: gettext("Unscreened: offered while the event link was down"),
+};
+const REASON_LABELS = {
+  spam: gettext("Spam or sales"),
+  wrong_number: gettext("Wrong number"),
+  abusive: gettext("Abusive"),
+  other: gettext("Other"),
+};
+const DECIDED_BY_LABELS = {
+  trunk_policy: gettext("Trunk policy"),
+  rule: gettext("Screening rule"),
+  fallback: gettext("No operator online"),
+  pbx_timeout: gettext("PBX (window passed)"),
+  caller: gettext("Caller hung up"),
+};
+const LINK_MESSAGES = {
+  up: gettext("Connected to the PBX."),
+  webhook: gettext("Receiving PBX events by webhook."),
+  connecting: gettext("Connecting to the PBX: calls are being routed unscreened."),
+  down: gettext("PBX link down: calls are being routed unscreened."),
+  auth_failed: gettext("The PBX refused our credentials: calls are being routed unscreened. Fix PBX_CLIENT_ID / PBX_CLIENT_SECRET and restart."),
+  not_configured: gettext("No PBX is configured: calls are not being screened."),
+  unknown: gettext("The PBX link state cannot be read (shared cache unreachable): calls may be routed unscreened."),
+};
+
+const statusLabel = (call) => STATUS_LABELS[call.status] || call.status_label || call.status;
+const reasonLabel = (call) => REASON_LABELS[call.reason] || call.reason_label || call.reason;
+// A person's name as it is; a rule or policy by what it was.
+const deciderLabel = (call) => (call.decided_by_kind && call.decided_by_kind !== "operator"
+  ? DECIDED_BY_LABELS[call.decided_by_kind] || call.decided_by : call.decided_by);
 
 const OPEN = new Set(["pending", "deciding"]);
 const RECENT_MAX = 10;
@@ -65,7 +109,7 @@ function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${scheme}://${location.host}/ws/operator/`);
   state.ws = ws;
-  setConn("connecting", "Connecting…");
+  setConn("connecting", gettext("Connecting…"));
   let openedAt = 0;
   let opened = false; // a snapshot came: the server let this socket in
   ws.addEventListener("open", () => {
@@ -84,7 +128,7 @@ function connect() {
       opened = true; // only a socket the server let in gets one; "Live" from then on
       state.confirming = false;
       endedBox.hidden = true;
-      setConn("open", "Live");
+      setConn("open", gettext("Live"));
     }
     handle(msg, openedAt);
   });
@@ -97,20 +141,22 @@ function connect() {
         // Once, after a socket that was working: changing your own password closes the socket a
         // moment before the session is updated to the new password; a second try tells.
         state.confirming = true;
-        setConn("connecting", "Checking your session…");
+        setConn("connecting", gettext("Checking your session…"));
         setTimeout(connect, 1000);
         return;
       }
       endedBox.hidden = false;
       $(".ended-text", endedBox).textContent = ENDED[event.code];
-      setConn("ended", event.code === 4401 ? "Signed out" : "Not allowed");
+      setConn("ended", event.code === 4401 ? gettext("Signed out") : gettext("Not allowed"));
       return;
     }
     const delay = Math.min(5000, 500 * 2 ** state.retries) * (0.5 + Math.random() / 2);
     state.retries += 1;
     // 4503: the server could not reach its shared state (Redis, the database) for a snapshot.
-    const why = event.code === 4503 ? "Server unavailable" : "Disconnected";
-    setConn("closed", `${why}, retrying in ${Math.ceil(delay / 1000)} s`);
+    const wait = Math.ceil(delay / 1000);
+    setConn("closed", event.code === 4503
+      ? t(gettext("Server unavailable, retrying in %(seconds)s s"), { seconds: wait })
+      : t(gettext("Disconnected, retrying in %(seconds)s s"), { seconds: wait }));
     setTimeout(connect, delay);
   });
 }
@@ -209,7 +255,9 @@ function showLink(info) {
   if (!banner || !info) return;
   banner.hidden = !info.unscreened;
   banner.dataset.state = info.state;
-  $(".banner-text", banner).textContent = info.message;
+  const message = LINK_MESSAGES[info.state];
+  $(".banner-text", banner).textContent = !message ? info.message
+    : info.detail && info.state !== "up" ? `${message} (${info.detail})` : message;
 }
 
 // --- rendering ------------------------------------------------------------------------------
@@ -267,12 +315,22 @@ function buildCard(call) {
 }
 
 function describeHistory(history) {
-  if (!history || history.withheld) return "Number withheld: no history.";
-  if (!history.count) return "First call from this number in 30 days.";
-  const times = history.count === 1 ? "1 earlier call" : `${history.count} earlier calls`;
-  if (!history.last) return `${times} in 30 days.`;
-  const when = new Date(history.last.at).toLocaleString();
-  return `${times} in 30 days; last ${when}: ${history.last.status_label} (${history.last.decided_by}).`;
+  if (!history || history.withheld) return gettext("Number withheld: no history.");
+  if (!history.count) return gettext("First call from this number in 30 days.");
+  const count = history.count;
+  if (!history.last) {
+    return t(ngettext("%(count)s earlier call in 30 days.", "%(count)s earlier calls in 30 days.", count), { count });
+  }
+  return t(ngettext(
+    "%(count)s earlier call in 30 days; last %(when)s: %(outcome)s (%(by)s).",
+    "%(count)s earlier calls in 30 days; last %(when)s: %(outcome)s (%(by)s).",
+    count,
+  ), {
+    count,
+    when: dateAndTime(history.last.at),
+    outcome: statusLabel(history.last),
+    by: history.last.decided_by,
+  });
 }
 
 function fillCard(li, call) {
@@ -280,12 +338,14 @@ function fillCard(li, call) {
   const selected = call.id === state.selected;
   li.classList.toggle("selected", selected);
   li.setAttribute("aria-current", selected ? "true" : "false");
-  $(".caller", li).textContent = call.caller || "Withheld";
+  $(".caller", li).textContent = call.caller || gettext("Withheld");
   $(".called", li).textContent = call.called || "?";
   $(".trunk", li).textContent = call.trunk;
   $(".history", li).textContent = describeHistory(call.history);
   fillContext(li, call);
-  li.setAttribute("aria-label", `Call from ${callerLabel(call)} to ${call.called} on ${call.trunk}`);
+  li.setAttribute("aria-label", t(gettext("Call from %(caller)s to %(called)s on %(trunk)s"), {
+    caller: callerLabel(call), called: call.called, trunk: call.trunk,
+  }));
   $(".bar", li).setAttribute("aria-valuemax", String(Math.round((call.last_useful - call.received_at) / 1000)));
   updateStatus(li, call);
 }
@@ -296,13 +356,14 @@ function updateStatus(li, call) {
   let text = "";
   let disabled = false;
   if (state.sending.has(call.id)) {
-    text = "Sending your decision to the PBX…";
+    text = gettext("Sending your decision to the PBX…");
     disabled = true;
   } else if (call.status === "deciding") {
-    text = `${call.decided_by || "Someone"} is deciding…`;
+    text = call.decided_by
+      ? t(gettext("%(name)s is deciding…"), { name: call.decided_by }) : gettext("Someone is deciding…");
     disabled = true;
   } else if (late) {
-    text = "Too late: the PBX is routing this call itself.";
+    text = gettext("Too late: the PBX is routing this call itself.");
     disabled = true;
   } else if (state.errors.has(call.id)) {
     text = state.errors.get(call.id);
@@ -327,10 +388,10 @@ function renderRecent() {
       li.append(Object.assign(document.createElement("span"), { className: "outcome-text" }));
     }
     li.dataset.status = call.status;
-    const who = call.decided_by ? ` by ${call.decided_by}` : "";
+    const who = call.decided_by ? ` ${t(gettext("by %(name)s"), { name: deciderLabel(call) })}` : "";
     const err = call.pbx_errcode && call.status !== "accepted" && call.status !== "refused"
       ? ` (PBX ${call.pbx_errcode} ${call.pbx_errmsg})` : "";
-    $(".outcome-text", li).textContent = `${callerLabel(call, "Withheld")} → ${call.called} (${call.trunk}): ${call.status_label}${who}${err}`;
+    $(".outcome-text", li).textContent = `${callerLabel(call, gettext("Withheld"))} → ${call.called} (${call.trunk}): ${statusLabel(call)}${who}${err}`;
     fillAfterActions(li, call);
     if (recentList.children[index] !== li) recentList.insertBefore(li, recentList.children[index] || null);
   });
@@ -352,8 +413,7 @@ function tick() {
     const fraction = total > 0 ? left / total : 0;
     $(".fill", li).style.width = `${(fraction * 100).toFixed(1)}%`;
     li.dataset.urgency = fraction < 0.3 ? "high" : fraction < 0.6 ? "medium" : "low";
-    const seconds = (left / 1000).toFixed(1);
-    $(".seconds", li).textContent = `${seconds} s`;
+    $(".seconds", li).textContent = seconds(left / 1000);
     $(".bar", li).setAttribute("aria-valuenow", String(Math.round(left / 1000)));
     updateStatus(li, call);
   }
@@ -391,12 +451,12 @@ async function decide(id, action) {
     if (response.ok && action === "refuse") armReasonKeys(id);
     settle(response.ok);
     if (!response.ok) {
-      const message = (body && body.error) || `The server answered ${response.status}.`;
+      const message = (body && body.error) || t(gettext("The server answered %(status)s."), { status: response.status });
       state.errors.set(id, message);
       if (response.status === 401 || response.status === 403) setConn("closed", message);
     }
   } catch {
-    state.errors.set(id, "Could not reach pbxscreen; the decision was not sent.");
+    state.errors.set(id, gettext("Could not reach pbxscreen; the decision was not sent."));
   } finally {
     settle(false); // no-op when already settled
     state.sending.delete(id);
@@ -511,7 +571,7 @@ function notice(id, text, failed = false) {
   }
 }
 
-const DURATION_WORDS = { "1d": "for 1 day", "7d": "for 7 days", permanent: "permanently" };
+
 
 async function postMemory(id, what, data) {
   const path = { reason: "reason", note: "notes", follow: "follow-up" }[what];
@@ -526,25 +586,35 @@ async function postMemory(id, what, data) {
     });
     body = await response.json();
   } catch {
-    notice(id, "Could not reach pbxscreen; nothing was saved.", true);
+    notice(id, gettext("Could not reach pbxscreen; nothing was saved."), true);
     return null;
   }
   if (!response.ok || !body || !body.ok) {
-    notice(id, (body && body.error) || `The server answered ${response.status}.`, true);
+    notice(id, (body && body.error) || t(gettext("The server answered %(status)s."), { status: response.status }), true);
     return null;
   }
   if (what === "reason") {
     upsert(body.call, false);
-    notice(id, `Reason saved: ${body.call.reason_label}.`);
+    notice(id, t(gettext("Reason saved: %(reason)s."), { reason: reasonLabel(body.call) }));
     render();
   } else if (what === "note") {
-    notice(id, "Note saved: it shows on every card of this number.");
+    notice(id, gettext("Note saved: it shows on every card of this number."));
   } else {
-    const verb = data.action === "block" ? "Blocked" : "Always allowed";
-    const how = body.created ? "" : " (the rule in force was extended)";
-    notice(id, `${verb} ${DURATION_WORDS[data.duration]}: rule #${body.rule.id}${how}.`);
+    notice(id, followUpNotice(data.action, data.duration, body.rule.id, body.created));
   }
   return body;
+}
+
+// "Blocked for 7 days: rule #12." The durations are whole phrases, so each language can word them.
+function followUpNotice(action, duration, ruleId, created) {
+  const block = action === "block";
+  const messages = {
+    "1d": block ? gettext("Blocked for 1 day: rule #%(rule)s.") : gettext("Always allowed for 1 day: rule #%(rule)s."),
+    "7d": block ? gettext("Blocked for 7 days: rule #%(rule)s.") : gettext("Always allowed for 7 days: rule #%(rule)s."),
+    permanent: block ? gettext("Blocked permanently: rule #%(rule)s.") : gettext("Always allowed permanently: rule #%(rule)s."),
+  };
+  const said = t(messages[duration] || messages.permanent, { rule: ruleId });
+  return created ? said : `${said} ${gettext("(The rule in force was extended.)")}`;
 }
 
 function fillAfterActions(li, call) {
@@ -555,7 +625,8 @@ function fillAfterActions(li, call) {
     li.tabIndex = -1;
   }
   const shown = $(".reason-shown", after);
-  const reasonText = call.reason ? `Reason: ${call.reason_label}${call.reason_note ? ` (${call.reason_note})` : ""}` : "";
+  const reasonText = call.reason
+    ? t(gettext("Reason: %(reason)s"), { reason: reasonLabel(call) }) + (call.reason_note ? ` (${call.reason_note})` : "") : "";
   if (shown.textContent !== reasonText) shown.textContent = reasonText;
   const editable = call.reason_editable_until && serverNow() < call.reason_editable_until
     && call.decided_by === operatorName;
@@ -596,7 +667,7 @@ document.addEventListener("submit", async (event) => {
   const id = Number(li.dataset.id);
   const text = form.elements.text.value.trim();
   if (!text) {
-    notice(id, "Write the note first.", true);
+    notice(id, gettext("Write the note first."), true);
     form.elements.text.focus();
     return;
   }
@@ -659,8 +730,8 @@ function alertNewCall(call) {
   }
   if (prefs.notify.checked && document.hidden && "Notification" in window
       && Notification.permission === "granted") {
-    const note = new Notification(`Incoming call from ${callerLabel(call)}`, {
-      body: `To ${call.called} on ${call.trunk}`,
+    const note = new Notification(t(gettext("Incoming call from %(caller)s"), { caller: callerLabel(call) }), {
+      body: t(gettext("To %(called)s on %(trunk)s"), { called: call.called, trunk: call.trunk }),
       tag: `call-${call.id}`,
     });
     note.onclick = () => window.focus();
@@ -683,27 +754,19 @@ function callerName(call) {
   return text(call.caller_name) || text(object(context.lookup)?.name) || text(object(context.contact)?.name);
 }
 
-function callerLabel(call, withheld = "withheld") {
+function callerLabel(call, withheld = gettext("withheld")) {
   const name = callerName(call);
   const caller = call.caller || withheld;
   return name ? `${name} (${caller})` : caller;
 }
 
-const relative = new Intl.RelativeTimeFormat("en", { numeric: "auto" });
 function ago(ms) {
-  const seconds = (ms - serverNow()) / 1000; // negative: in the past
-  const size = Math.abs(seconds);
-  if (size < 45) return "just now";
-  if (size < 3600) return relative.format(Math.round(seconds / 60), "minute");
-  if (size < 86400) return relative.format(Math.round(seconds / 3600), "hour");
-  return relative.format(Math.round(seconds / 86400), "day");
-}
-
-function clockTime(ms) {
-  const at = new Date(ms); // shown in the operator's own time zone, as HH:MM
-  const time = `${String(at.getHours()).padStart(2, "0")}:${String(at.getMinutes()).padStart(2, "0")}`;
-  const today = new Date(serverNow()).toDateString() === at.toDateString();
-  return today ? time : `${at.toLocaleDateString("en", { day: "numeric", month: "short" })} ${time}`;
+  const secs = (ms - serverNow()) / 1000; // negative: in the past
+  const size = Math.abs(secs);
+  if (size < 45) return gettext("just now");
+  if (size < 3600) return relative.format(Math.round(secs / 60), "minute");
+  if (size < 86400) return relative.format(Math.round(secs / 3600), "hour");
+  return relative.format(Math.round(secs / 86400), "day");
 }
 
 function show(el, value) {
@@ -727,6 +790,9 @@ function fillContext(li, call) {
   fillNotes($(".notes", li), Array.isArray(context.notes) ? context.notes : []);
 }
 
+// "83 %": with a space, as German, French and Spanish write it (and the card always has).
+const percentText = (value) => `${integer(value)} %`;
+
 function percent(probability) {
   return Math.round(Math.min(1, Math.max(0, probability)) * 100);
 }
@@ -739,30 +805,38 @@ function describePrecedent(p) {
   const decided = number(p.decided) || 0;
   if (decided > 0) {
     const operators = number(p.operators) || 0;
-    const who = operators ? ` (${operators} ${operators === 1 ? "operator" : "operators"})` : "";
-    let line = `Refused ${number(p.refused) || 0} of ${decided}${who}`;
+    const refused = number(p.refused) || 0;
+    let line = operators
+      ? t(ngettext("Refused %(refused)s of %(decided)s (%(operators)s operator)",
+        "Refused %(refused)s of %(decided)s (%(operators)s operators)", operators), { refused, decided, operators })
+      : t(gettext("Refused %(refused)s of %(decided)s"), { refused, decided });
     const last = object(p.last);
     const what = !last ? "" : last.decision === "refuse"
-      ? (text(last.reason_label) || "refused").toLowerCase()
-      : last.decision === "accept" ? "accepted" : "";
+      ? (REASON_LABELS[last.reason] || text(last.reason_label) || gettext("refused")).toLowerCase()
+      : last.decision === "accept" ? gettext("accepted") : "";
     if (what) {
-      line += `, last: ${what}`;
-      if (text(last.by)) line += `, by ${text(last.by)}`;
+      line += `, ${t(gettext("last: %(what)s"), { what })}`;
+      if (text(last.by)) line += `, ${t(gettext("by %(name)s"), { name: text(last.by) })}`;
       if (number(last.at) !== null) line += `, ${ago(last.at)}`;
     }
     parts.push(line);
     const probability = number(p.probability);
     if (probability !== null) {
       const refuse = percent(probability);
-      const likely = refuse >= 50 ? `refusal likely ${refuse} %` : `acceptance likely ${100 - refuse} %`;
+      const likely = refuse >= 50
+        ? t(gettext("refusal likely %(percent)s"), { percent: percentText(refuse) })
+        : t(gettext("acceptance likely %(percent)s"), { percent: percentText(100 - refuse) });
       const sure = number(p.sureness) !== null && p.sureness <= 1
-        ? `, ${percent(p.sureness)} % sure` : text(p.sureness) ? `, ${text(p.sureness)} certainty` : "";
-      const many = decided === 1 ? "1 decision" : `${decided} decisions`;
-      parts.push(`${likely} (from ${many}${sure})`);
+        ? `, ${t(gettext("%(percent)s sure"), { percent: percentText(percent(p.sureness)) })}`
+        : text(p.sureness) ? `, ${t(gettext("%(level)s certainty"), { level: text(p.sureness) })}` : "";
+      const many = t(ngettext("from %(count)s decision", "from %(count)s decisions", decided), { count: decided });
+      parts.push(`${likely} (${many}${sure})`);
     }
   }
   const auto = number(p.auto_decided) || 0;
-  if (auto > 0) parts.push(`rules and fallback refused ${number(p.auto_refused) || 0} of ${auto}`);
+  if (auto > 0) {
+    parts.push(t(gettext("rules and fallback refused %(refused)s of %(auto)s"), { refused: number(p.auto_refused) || 0, auto }));
+  }
   return parts;
 }
 
@@ -779,7 +853,8 @@ function fillPrecedent(el, precedent) {
 function fillSuggestion(el, suggestion) {
   const decision = suggestion && ["accept", "refuse"].includes(suggestion.decision) ? suggestion.decision : "";
   el.dataset.decision = decision;
-  show(el, decision ? `Suggested: ${decision} (a suggestion from past decisions; you decide)` : "");
+  const words = { accept: gettext("accept"), refuse: gettext("refuse") };
+  show(el, decision ? t(gettext("Suggested: %(decision)s (a suggestion from past decisions; you decide)"), { decision: words[decision] }) : "");
 }
 
 function fillNotes(list, notes) {
@@ -813,7 +888,7 @@ function refreshNotes(list) {
     li.hidden = expires !== null && expires <= now;
     if (li.hidden) continue;
     shown += 1;
-    const bits = [li.dataset.author, li.dataset.at ? ago(Number(li.dataset.at)) : "", expires ? `until ${clockTime(expires)}` : ""];
+    const bits = [li.dataset.author, li.dataset.at ? ago(Number(li.dataset.at)) : "", expires ? t(gettext("until %(time)s"), { time: clockTime(expires, now) }) : ""];
     const meta = `— ${bits.filter(Boolean).join(", ")}`;
     const el = $(".note-meta", li);
     if (el.textContent !== meta) el.textContent = meta;
@@ -887,7 +962,8 @@ function attention() {
   // Flipped per half second, or per run where a background tab runs timers only once a second.
   if (!urgent) flash.on = false;
   else if (now - flash.at >= 450) Object.assign(flash, { on: !flash.on, at: now });
-  const title = flash.on ? `⚠ Call from ${callerLabel(urgent.call)} ${Math.ceil(urgent.left / 1000)} s` : baseTitle;
+  const title = flash.on
+    ? `⚠ ${t(gettext("Call from %(caller)s"), { caller: callerLabel(urgent.call) })} ${Math.ceil(urgent.left / 1000)} s` : baseTitle;
   if (document.title !== title) document.title = title;
   document.body.dataset.finalSeconds = urgent ? String(urgent.call.id) : "";
   for (const list of pendingList.querySelectorAll(".notes")) refreshNotes(list);

@@ -1,4 +1,6 @@
 // Supervisor live view: re-reads a small JSON state every few seconds (read-only, no socket).
+import { gettext, ngettext, seconds, t, timeNow } from "./l10n.js";
+
 const url = new URL("state.json", window.location.href);
 const refreshMs = JSON.parse(document.getElementById("refresh-seconds").textContent) * 1000;
 const status = document.getElementById("refresh-state");
@@ -13,12 +15,12 @@ function cell(tag, text, cls) {
 }
 
 function renderOnline(people) {
-  renderPeople("online", people, "No operator is online: calls are left to each trunk's fallback policy.");
+  renderPeople("online", people, gettext("No operator is online: calls are left to each trunk's fallback policy."));
 }
 
 // Connected with the dashboard in a background tab: not online (older servers send no list).
 function renderHidden(people) {
-  renderPeople("hidden", people || [], "Nobody.");
+  renderPeople("hidden", people || [], gettext("Nobody."));
 }
 
 function renderPeople(id, people, emptyText) {
@@ -31,7 +33,8 @@ function renderPeople(id, people, emptyText) {
   }
   for (const p of people) {
     const li = document.createElement("li");
-    const extra = p.groups.join(", ") + (p.sockets > 1 ? ` · ${p.sockets} tabs` : "");
+    const tabs = t(ngettext("%(tabs)s tab", "%(tabs)s tabs", p.sockets), { tabs: p.sockets });
+    const extra = p.groups.join(", ") + (p.sockets > 1 ? ` · ${tabs}` : "");
     li.append(cell("strong", p.name), " ", cell("span", extra, "muted"));
     list.append(li);
   }
@@ -44,7 +47,7 @@ function renderCalls(calls) {
   if (!calls.length) {
     const tr = document.createElement("tr");
     tr.className = "empty-row";
-    const td = cell("td", "No calls waiting.");
+    const td = cell("td", gettext("No calls waiting."));
     td.colSpan = 5;
     tr.append(td);
     body.append(tr);
@@ -56,7 +59,7 @@ function renderCalls(calls) {
     const left = cell("td", "…", "num");
     left.dataset.lastUseful = c.last_useful;
     const state = c.status_label + (c.decided_by ? ` (${c.decided_by})` : "");
-    tr.append(cell("th", c.caller || "withheld"), cell("td", c.called), cell("td", c.trunk), cell("td", state), left);
+    tr.append(cell("th", c.caller || gettext("withheld")), cell("td", c.called), cell("td", c.trunk), cell("td", state), left);
     body.append(tr);
   }
   tick();
@@ -72,7 +75,7 @@ function tick() {
   const now = Date.now() + offset;
   for (const td of document.querySelectorAll("#waiting td[data-last-useful]")) {
     const left = Math.max(0, (Number(td.dataset.lastUseful) - now) / 1000);
-    td.textContent = `${left.toFixed(1)} s`;
+    td.textContent = seconds(left);
   }
 }
 
@@ -87,10 +90,10 @@ async function refresh() {
     renderCalls(state.calls);
     renderLink(state.link);
     status.dataset.state = "open";
-    status.textContent = `Live, updated ${new Date().toLocaleTimeString()}`;
+    status.textContent = t(gettext("Live, updated %(time)s"), { time: timeNow() });
   } catch (err) {
     status.dataset.state = "closed";
-    status.textContent = `Not updating (${err.message}); retrying`;
+    status.textContent = t(gettext("Not updating (%(error)s); retrying"), { error: err.message });
   }
 }
 

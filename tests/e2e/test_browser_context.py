@@ -58,13 +58,13 @@ def operator(logged_in_operator: Callable[..., Operator]) -> Callable[..., Opera
 def local_clock(at: Any) -> str:
     """How the card writes a time on this machine's clock, which the browser shares: HH:MM
     today, with the day in front on another day (a note written late in the evening that expires
-    after midnight reads "Dec 2 00:32")."""
+    after midnight reads "2 Dec 00:32", in the page's British English)."""
     when = time.localtime(at.timestamp())
     hhmm = time.strftime("%H:%M", when)
     today = time.localtime()
     if (when.tm_year, when.tm_yday) == (today.tm_year, today.tm_yday):
         return hhmm
-    return f"{time.strftime('%b', when)} {when.tm_mday} {hhmm}"
+    return f"{when.tm_mday} {time.strftime('%b', when)} {hhmm}"
 
 
 def change_card(call: Call, **changes: Any) -> None:

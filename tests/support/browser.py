@@ -107,9 +107,18 @@ def parse_seconds(text: str) -> float:
 
 
 def new_operator(
-    browser: Browser, server: LiveServer, name: str, *, viewport: dict[str, int] | None = None
+    browser: Browser,
+    server: LiveServer,
+    name: str,
+    *,
+    viewport: dict[str, int] | None = None,
+    locale: str | None = None,
 ) -> Operator:
-    context = browser.new_context(viewport=viewport or {"width": 1280, "height": 800})
+    """``locale`` ("de-DE"): the browser's language, sent as Accept-Language and seen by Intl."""
+    options: dict[str, object] = {"viewport": viewport or {"width": 1280, "height": 800}}
+    if locale:
+        options["locale"] = locale
+    context = browser.new_context(**options)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     operator = Operator(name, context, page, server.url)

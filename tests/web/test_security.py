@@ -27,6 +27,7 @@ ANONYMOUS_OK = {
     "admin:logout": "logging out (only ends a session; shows 'logged out')",
     "healthz": "monitoring; state words only, no detail (tests/e2e/test_healthz_live.py)",
     "webhook": "the PBX; authenticated by its HMAC signature",
+    "javascript-catalog": "the pages' translations, public text; the login page loads it too",
 }
 CSRF_EXEMPT_OK = {
     "webhook": "the PBX cannot send a CSRF token; the signature replaces it",
