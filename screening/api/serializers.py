@@ -66,8 +66,9 @@ class StepSerializer(serializers.Serializer):
     alert = serializers.BooleanField()
 
     def get_detail(self, step: Any) -> dict[str, str]:
-        """The row's details as the page shows them: label → text, in the page's order."""
-        return dict(step.detail)
+        """The row's details as the page shows them: label → text, in the page's order (the
+        labels are in the request's language, so made plain text before JSON sees them)."""
+        return {str(label): text for label, text in step.detail}
 
 
 class CallDetailSerializer(CallRowSerializer):
