@@ -10,5 +10,7 @@ class ScreeningConfig(AppConfig):
 
     def ready(self) -> None:
         from screening.calls import sessions
+        from screening.webhooks import outbox
 
         sessions.connect_signals()  # operator sockets close when their access ends
+        outbox.connect()  # outgoing webhooks: outbox rows in every state change's transaction

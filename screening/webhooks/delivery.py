@@ -1,0 +1,288 @@
+"""The sender: delivers the outbox from every server process, in a thread of its own.
+
+Each process (``manage.py serve``, ``pbx_listen``, ``demo``: ``screening.startup``) runs one
+``Sender`` thread with its own database connection and its own HTTP session, so a slow or hanging
+receiver only ever holds this thread: intake, pushes and decisions never wait on it. A loop takes
+at most ``BATCH`` due rows and sends them one by one, each request bounded by
+``WEBHOOK_CONNECT_TIMEOUT_SECONDS`` and ``WEBHOOK_READ_TIMEOUT_SECONDS``. New rows wake the
+sender of the process that wrote them right after their commit; every sender also polls every
+``WEBHOOK_POLL_SECONDS`` (rows written by another process, retries coming due).
+
+One row is sent by one process at a time: a sender takes due rows by setting their lease
+(``locked_until``) in a short transaction committed before any request goes out: on PostgreSQL
+``SELECT … FOR UPDATE SKIP LOCKED`` (concurrent senders skip each other's rows instead of
+waiting), on SQLite a conditional UPDATE per row (SQLite has one writer at a time anyway). A
+process that dies mid-request lets go when the lease ends. The result is written only while the
+lease is still ours.
+
+Events of one call reach each endpoint in order: a row is not taken while an earlier pending row of
+the same call and endpoint exists (delivered and dead rows are final). A failed attempt (no 2xx
+answer, or no answer) is retried after an exponential backoff with full jitter (a random delay
+between 0 and ``WEBHOOK_RETRY_BASE_SECONDS`` x 2^(attempts - 1), at most
+``WEBHOOK_RETRY_CAP_SECONDS``), until ``WEBHOOK_MAX_AGE_SECONDS`` (24 hours) after the event was
+created; then the row is dead and an error is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import requests
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from screening import health
+from screening.models import DeliveryState, WebhookAttempt, WebhookDelivery
+from screening.webhooks import signing
+
+log = logging.getLogger("screening.webhooks")
+
+BATCH = 20
+# Longer than any one request can take (connect + read timeouts, with room): a lease that ends
+# while its request is still going would let a second process send the row.
+LEASE = timedelta(seconds=120)
+ERROR_CHARS = 300  # WebhookDelivery.last_error, WebhookAttempt.error
+
+DELIVERED = "delivered"
+RETRY = "retry"
+DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Result:
+    status: int | None
+    latency_ms: int
+    error: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+def _attempted(delivery: WebhookDelivery, result: str) -> None:
+    """Every attempt's outcome (``delivered``, ``retry`` or ``dead``) passes here once: the one
+    place to count webhook deliveries by result (metrics)."""
+    log.debug("webhook %s %s: %s", delivery.type, delivery.event_id, result)
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before the next try after ``attempts`` failed ones (full jitter)."""
+    ceiling = min(
+        settings.WEBHOOK_RETRY_CAP_SECONDS,
+        settings.WEBHOOK_RETRY_BASE_SECONDS * 2 ** min(attempts - 1, 30),
+    )
+    return random.uniform(0, ceiling)  # noqa: S311 (jitter, not a secret)
+
+
+def _due(now: datetime) -> QuerySet[WebhookDelivery]:
+    earlier = WebhookDelivery.objects.filter(
+        endpoint=OuterRef("endpoint"),
+        call=OuterRef("call"),  # NULL for events about no call: never equal, so never held back
+        state=DeliveryState.PENDING,
+        pk__lt=OuterRef("pk"),
+    )
+    return (
+        WebhookDelivery.objects.filter(
+            state=DeliveryState.PENDING, next_attempt_at__lte=now, endpoint__active=True
+        )
+        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+        .exclude(Exists(earlier))
+    )
+
+
+def claim(
+    limit: int = BATCH, now: datetime | None = None
+) -> tuple[list[WebhookDelivery], datetime]:
+    """Take up to ``limit`` due rows for this process (committed before returning); returns them
+    with the lease value, which is also this claim's token."""
+    now = now or timezone.now()
+    until = now + LEASE
+    if connection.vendor == "postgresql":
+        with transaction.atomic():
+            rows = list(
+                _due(now)
+                .select_for_update(skip_locked=True, of=("self",))
+                .select_related("endpoint")
+                .order_by("pk")[:limit]
+            )
+            if rows:
+                WebhookDelivery.objects.filter(pk__in=[r.pk for r in rows]).update(
+                    locked_until=until
+                )
+        return rows, until
+    taken = []
+    for row in _due(now).select_related("endpoint").order_by("pk")[:limit]:
+        won = (
+            WebhookDelivery.objects.filter(
+                pk=row.pk, state=DeliveryState.PENDING, next_attempt_at__lte=now
+            )
+            .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+            .update(locked_until=until)
+        )
+        if won:
+            taken.append(row)
+    return taken, until
+
+
+def post(session: requests.Session, row: WebhookDelivery) -> Result:
+    """One signed request; never raises."""
+    body = row.body.encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "pbxscreen-webhooks",
+        signing.HEADER: signing.header(row.endpoint.secret, body),
+        "X-Pbxscreen-Event": row.type,
+        "X-Pbxscreen-Event-Id": str(row.event_id),
+    }
+    timeout = (settings.WEBHOOK_CONNECT_TIMEOUT_SECONDS, settings.WEBHOOK_READ_TIMEOUT_SECONDS)
+    started = time.monotonic()
+    try:
+        # stream: the answer's body is never read, only its status.
+        with session.post(
+            row.endpoint.url,
+            data=body,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,
+            stream=True,
+        ) as response:
+            status = response.status_code
+        error = "" if 200 <= status < 300 else f"HTTP {status}"
+    except Exception as exc:  # any failure of the request is an attempt that failed
+        status, error = None, f"{type(exc).__name__}: {exc}"
+    latency = round((time.monotonic() - started) * 1000)
+    return Result(status, latency, error[:ERROR_CHARS])
+
+
+def record(
+    row: WebhookDelivery, lease: datetime, result: Result, now: datetime | None = None
+) -> str:
+    """Write an attempt's result: delivered, due again later, or dead. Returns which."""
+    now = now or timezone.now()
+    attempts = row.attempts + 1
+    changes: dict[str, object] = {
+        "attempts": F("attempts") + 1,
+        "locked_until": None,
+        "last_status": result.status,
+        "last_latency_ms": result.latency_ms,
+        "last_error": result.error,
+    }
+    give_up_at = row.created_at + timedelta(seconds=settings.WEBHOOK_MAX_AGE_SECONDS)
+    if result.ok:
+        outcome = DELIVERED
+        changes.update(state=DeliveryState.DELIVERED, delivered_at=now)
+    elif now >= give_up_at:
+        outcome = DEAD
+        changes.update(state=DeliveryState.DEAD)
+    else:
+        outcome = RETRY
+        # The last try lands on the time limit rather than past it.
+        changes["next_attempt_at"] = min(now + timedelta(seconds=backoff(attempts)), give_up_at)
+    with transaction.atomic():
+        ours = WebhookDelivery.objects.filter(pk=row.pk, locked_until=lease).update(**changes)
+        WebhookAttempt.objects.create(
+            delivery_id=row.pk,
+            at=now,
+            status_code=result.status,
+            latency_ms=result.latency_ms,
+            error=result.error,
+        )
+    if not ours:
+        log.warning("webhook %s: lease ended before the answer; result kept as an attempt", row.pk)
+    elif outcome == DEAD:
+        log.error(
+            "webhook %s %s to %s is dead after %d attempts (last: %s)",
+            row.type,
+            row.event_id,
+            row.endpoint.url,
+            attempts,
+            result.error or result.status,
+        )
+    _attempted(row, outcome)
+    return outcome
+
+
+class Sender:
+    """One delivery loop. ``run_once`` is one claim and its requests (tests drive it directly);
+    ``start`` runs it in a daemon thread until ``stop``."""
+
+    def __init__(self, *, batch: int = BATCH, poll: float | None = None, name: str = "") -> None:
+        self.batch = batch
+        self.poll = poll
+        self.name = name or "pbxscreen-webhooks"
+        self.session = requests.Session()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> int:
+        rows, lease = claim(self.batch)
+        for row in rows:
+            if self._stop.is_set():
+                break  # the lease lets the rest go
+            record(row, lease, post(self.session, row))
+        return len(rows)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> Sender:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        outage = ""  # logged once per outage, not once a tick
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                sent = 0
+                try:
+                    close_old_connections()  # a connection the database closed meanwhile
+                    sent = self.run_once()
+                    outage = ""
+                except health.UNAVAILABLE as exc:
+                    if health.describe(exc) != outage:
+                        outage = health.describe(exc)
+                        log.warning("webhook delivery paused, database unavailable: %s", outage)
+                except Exception:
+                    log.exception("webhook delivery loop failed")
+                if not sent:
+                    self._wake.wait(self.poll or settings.WEBHOOK_POLL_SECONDS)
+        finally:
+            connection.close()
+            self.session.close()
+
+
+_sender: Sender | None = None
+_start_lock = threading.Lock()
+
+
+def start() -> Sender | None:
+    """This process's sender, started once (``screening.startup``); None when turned off."""
+    global _sender
+    if not settings.WEBHOOK_DELIVERY:
+        return None
+    with _start_lock:
+        if _sender is None:
+            _sender = Sender().start()
+    return _sender
+
+
+def wake() -> None:
+    """New rows committed: deliver now rather than at the next poll (no-op without a sender)."""
+    if _sender is not None:
+        _sender.wake()
