@@ -1,17 +1,17 @@
 """The sender: delivers the outbox from every server process, in a thread of its own.
 
 Each process (``manage.py serve``, ``pbx_listen``, ``demo``: ``screening.startup``) runs one
-``Sender`` thread with its own database connection and its own HTTP session, so a slow or hanging
-receiver only ever holds this thread: intake, pushes and decisions never wait on it. A loop takes
-at most ``BATCH`` due rows and sends them one by one, each request bounded by
-``WEBHOOK_CONNECT_TIMEOUT_SECONDS`` and ``WEBHOOK_READ_TIMEOUT_SECONDS``. New rows wake the
-sender of the process that wrote them right after their commit; every sender also polls every
-``WEBHOOK_POLL_SECONDS`` (rows written by another process, retries coming due).
+``Sender`` thread with its own database connection and a few HTTP threads of its own, so a slow or
+hanging receiver only ever holds these: intake, pushes and decisions never wait on them. A loop
+takes at most ``BATCH`` due rows and sends them ``WEBHOOK_CONCURRENCY`` at a time, each request
+bounded by ``WEBHOOK_CONNECT_TIMEOUT_SECONDS`` and ``WEBHOOK_READ_TIMEOUT_SECONDS``. New rows
+wake the sender of the process that wrote them right after their commit; every sender also polls
+every ``WEBHOOK_POLL_SECONDS`` (rows written by another process, retries coming due).
 
 One row is sent by one process at a time: a sender takes due rows by setting their lease
 (``locked_until``) in a short transaction committed before any request goes out: on PostgreSQL
 ``SELECT … FOR UPDATE SKIP LOCKED`` (concurrent senders skip each other's rows instead of
-waiting), on SQLite a conditional UPDATE per row (SQLite has one writer at a time anyway). A
+waiting), on SQLite one conditional UPDATE (SQLite has one writer at a time anyway). A
 process that dies mid-request lets go when the lease ends. The result is written only while the
 lease is still ours.
 
@@ -29,6 +29,7 @@ import logging
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -117,18 +118,16 @@ def claim(
                     locked_until=until
                 )
         return rows, until
-    taken = []
-    for row in _due(now).select_related("endpoint").order_by("pk")[:limit]:
-        won = (
-            WebhookDelivery.objects.filter(
-                pk=row.pk, state=DeliveryState.PENDING, next_attempt_at__lte=now
-            )
-            .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
-            .update(locked_until=until)
-        )
-        if won:
-            taken.append(row)
-    return taken, until
+    # SQLite has one writer at a time: one conditional UPDATE takes whichever of the candidates
+    # are still free, and the lease value then says which ones this process got.
+    candidates = list(_due(now).order_by("pk").values_list("pk", flat=True)[:limit])
+    if not candidates:
+        return [], until
+    WebhookDelivery.objects.filter(
+        pk__in=candidates, state=DeliveryState.PENDING, next_attempt_at__lte=now
+    ).filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now)).update(locked_until=until)
+    taken = WebhookDelivery.objects.filter(pk__in=candidates, locked_until=until)
+    return list(taken.select_related("endpoint").order_by("pk")), until
 
 
 def post(session: requests.Session, row: WebhookDelivery) -> Result:
@@ -211,23 +210,38 @@ def record(
 
 class Sender:
     """One delivery loop. ``run_once`` is one claim and its requests (tests drive it directly);
-    ``start`` runs it in a daemon thread until ``stop``."""
+    ``start`` runs it in a daemon thread until ``stop``.
+
+    The requests of one claim go out ``WEBHOOK_CONCURRENCY`` at a time, from a small pool of
+    HTTP-only threads (a session each); this thread alone touches the database, recording each
+    result as it comes. One claim never holds two rows of one call for one endpoint (see
+    ``_due``), so sending them side by side keeps each call's order."""
 
     def __init__(self, *, batch: int = BATCH, poll: float | None = None, name: str = "") -> None:
         self.batch = batch
         self.poll = poll
         self.name = name or "pbxscreen-webhooks"
-        self.session = requests.Session()
+        self._sessions = threading.local()
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.WEBHOOK_CONCURRENCY, thread_name_prefix=f"{self.name}-http"
+        )
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def _post(self, row: WebhookDelivery) -> Result:
+        session = getattr(self._sessions, "session", None)
+        if session is None:
+            session = self._sessions.session = requests.Session()
+        return post(session, row)
+
     def run_once(self) -> int:
         rows, lease = claim(self.batch)
-        for row in rows:
-            if self._stop.is_set():
-                break  # the lease lets the rest go
-            record(row, lease, post(self.session, row))
+        if not rows:
+            return 0
+        sending = {self._pool.submit(self._post, row): row for row in rows}
+        for done in as_completed(sending):
+            record(sending[done], lease, done.result())
         return len(rows)
 
     def wake(self) -> None:
@@ -264,7 +278,7 @@ class Sender:
                     self._wake.wait(self.poll or settings.WEBHOOK_POLL_SECONDS)
         finally:
             connection.close()
-            self.session.close()
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 _sender: Sender | None = None
