@@ -29,7 +29,7 @@ import logging
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -160,12 +160,8 @@ def post(session: requests.Session, row: WebhookDelivery) -> Result:
     return Result(status, latency, error[:ERROR_CHARS])
 
 
-def record(
-    row: WebhookDelivery, lease: datetime, result: Result, now: datetime | None = None
-) -> str:
-    """Write an attempt's result: delivered, due again later, or dead. Returns which."""
-    now = now or timezone.now()
-    attempts = row.attempts + 1
+def _plan(row: WebhookDelivery, result: Result, now: datetime) -> tuple[str, dict[str, object]]:
+    """What an attempt's result makes of its row: delivered, due again later, or dead."""
     changes: dict[str, object] = {
         "attempts": F("attempts") + 1,
         "locked_until": None,
@@ -175,37 +171,62 @@ def record(
     }
     give_up_at = row.created_at + timedelta(seconds=settings.WEBHOOK_MAX_AGE_SECONDS)
     if result.ok:
-        outcome = DELIVERED
         changes.update(state=DeliveryState.DELIVERED, delivered_at=now)
-    elif now >= give_up_at:
-        outcome = DEAD
+        return DELIVERED, changes
+    if now >= give_up_at:
         changes.update(state=DeliveryState.DEAD)
-    else:
-        outcome = RETRY
-        # The last try lands on the time limit rather than past it.
-        changes["next_attempt_at"] = min(now + timedelta(seconds=backoff(attempts)), give_up_at)
+        return DEAD, changes
+    # The last try lands on the time limit rather than past it.
+    changes["next_attempt_at"] = min(now + timedelta(seconds=backoff(row.attempts + 1)), give_up_at)
+    return RETRY, changes
+
+
+def record(
+    row: WebhookDelivery, lease: datetime, result: Result, now: datetime | None = None
+) -> str:
+    """Write an attempt's result; returns ``delivered``, ``retry`` or ``dead``."""
+    return record_many([(row, result)], lease, now)[0]
+
+
+def record_many(
+    results: list[tuple[WebhookDelivery, Result]], lease: datetime, now: datetime | None = None
+) -> list[str]:
+    """Write the results of attempts that ended together in one transaction (on SQLite each
+    write transaction queues for the one write lock). A row is changed only while the lease is
+    still ours; the attempt is recorded either way."""
+    now = now or timezone.now()
+    planned = [(row, result, *_plan(row, result, now)) for row, result in results]
     with transaction.atomic():
-        ours = WebhookDelivery.objects.filter(pk=row.pk, locked_until=lease).update(**changes)
-        WebhookAttempt.objects.create(
-            delivery_id=row.pk,
-            at=now,
-            status_code=result.status,
-            latency_ms=result.latency_ms,
-            error=result.error,
+        ours = {
+            row.pk: WebhookDelivery.objects.filter(pk=row.pk, locked_until=lease).update(**changes)
+            for row, _result, _outcome, changes in planned
+        }
+        WebhookAttempt.objects.bulk_create(
+            WebhookAttempt(
+                delivery_id=row.pk,
+                at=now,
+                status_code=result.status,
+                latency_ms=result.latency_ms,
+                error=result.error,
+            )
+            for row, result, _outcome, _changes in planned
         )
-    if not ours:
-        log.warning("webhook %s: lease ended before the answer; result kept as an attempt", row.pk)
-    elif outcome == DEAD:
-        log.error(
-            "webhook %s %s to %s is dead after %d attempts (last: %s)",
-            row.type,
-            row.event_id,
-            row.endpoint.url,
-            attempts,
-            result.error or result.status,
-        )
-    _attempted(row, outcome)
-    return outcome
+    outcomes = []
+    for row, result, outcome, _changes in planned:
+        if not ours[row.pk]:
+            log.warning("webhook %s: lease ended before the answer; kept as an attempt", row.pk)
+        elif outcome == DEAD:
+            log.error(
+                "webhook %s %s to %s is dead after %d attempts (last: %s)",
+                row.type,
+                row.event_id,
+                row.endpoint.url,
+                row.attempts + 1,
+                result.error or result.status,
+            )
+        _attempted(row, outcome)
+        outcomes.append(outcome)
+    return outcomes
 
 
 class Sender:
@@ -240,8 +261,11 @@ class Sender:
         if not rows:
             return 0
         sending = {self._pool.submit(self._post, row): row for row in rows}
-        for done in as_completed(sending):
-            record(sending[done], lease, done.result())
+        waiting = set(sending)
+        while waiting:
+            # Results that came in together are written together.
+            done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+            record_many([(sending[f], f.result()) for f in done], lease)
         return len(rows)
 
     def wake(self) -> None:
@@ -259,7 +283,7 @@ class Sender:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        outage = ""  # logged once per outage, not once a tick
+        problem = ""  # logged once while it lasts, not once a poll
         try:
             while not self._stop.is_set():
                 self._wake.clear()
@@ -267,13 +291,15 @@ class Sender:
                 try:
                     close_old_connections()  # a connection the database closed meanwhile
                     sent = self.run_once()
-                    outage = ""
+                    problem = ""
                 except health.UNAVAILABLE as exc:
-                    if health.describe(exc) != outage:
-                        outage = health.describe(exc)
-                        log.warning("webhook delivery paused, database unavailable: %s", outage)
-                except Exception:
-                    log.exception("webhook delivery loop failed")
+                    if health.describe(exc) != problem:
+                        problem = health.describe(exc)
+                        log.warning("webhook delivery paused, database unavailable: %s", problem)
+                except Exception as exc:
+                    if repr(exc) != problem:
+                        problem = repr(exc)
+                        log.exception("webhook delivery loop failed")
                 if not sent:
                     self._wake.wait(self.poll or settings.WEBHOOK_POLL_SECONDS)
         finally:
@@ -294,6 +320,15 @@ def start() -> Sender | None:
         if _sender is None:
             _sender = Sender().start()
     return _sender
+
+
+def stop() -> None:
+    """Stop this process's sender (tests that drive senders of their own)."""
+    global _sender
+    with _start_lock:
+        if _sender is not None:
+            _sender.stop()
+            _sender = None
 
 
 def wake() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from screening.models import WebhookEndpoint
-from screening.webhooks import outbox
+from screening.webhooks import delivery, outbox
 from screening.webhooks.delivery import Sender
 from tests.webhooks.receiver import Receiver
 
@@ -19,6 +19,9 @@ SECRET = "s3cret-for-the-tests"
 def _fresh_endpoint_cache() -> Iterator[None]:
     # A flushed test database sends no signals: the process's endpoint list must not outlive it.
     outbox.forget_endpoints()
+    # A test that served the ASGI application in this process started its sender: these tests
+    # count requests from the senders they start themselves.
+    delivery.stop()
     yield
     outbox.forget_endpoints()
 
