@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from screening.calls import intake
+from screening.calls import endings, intake
 from screening.models import Call, WebhookDelivery, WebhookEndpoint
 from screening.pbx import link
 from screening.webhooks import events
@@ -125,3 +127,19 @@ def test_a_link_change_is_an_event_and_a_refreshed_state_is_not(
     assert data[2]["unscreened"] is True
     assert data[2]["detail"] == "socket closed"
     assert all(r.call_id is None for r in rows)
+
+
+def test_a_decision_the_deciding_process_never_finished_is_call_failed(
+    endpoint: WebhookEndpoint,
+) -> None:
+    call = intake.receive_call(incoming(), via="test").call
+    Call.objects.filter(pk=call.pk).update(
+        status="deciding", decision="accept", deadline=timezone.now() - timedelta(minutes=2)
+    )
+    assert endings.sweep() == 1
+    failed = WebhookDelivery.objects.order_by("pk").last()
+    assert failed is not None
+    assert failed.type == "call.failed"
+    data = json.loads(failed.body)["data"]
+    assert data["status"] == "failed"
+    assert data["pbx_errmsg"] == "outcome unknown"
