@@ -233,8 +233,9 @@ def _context_lines(res: dict[str, Any]) -> list[str]:
         lines += [
             "",
             f"webhook delivery, state change -> receiver, {r['calls']} calls at "
-            f"{r['achieved_rate']:g}/s ({r['events']} events, {r['received']} received, "
-            f"{r['duplicates']} duplicates, {r['not_delivered']} not delivered), ms:",
+            f"{r['achieved_rate']:g}/s, {r.get('endpoints', 1)} endpoints ({r['events']} events, "
+            f"{r['received']} received, {r['duplicates']} duplicates, "
+            f"{r['not_delivered']} not delivered), ms:",
         ]
         extra = [
             ("(arrival -> push)", r["intake_to_push"]),

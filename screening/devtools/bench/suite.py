@@ -81,6 +81,7 @@ class SuiteConfig:
     # webhooks (screening/devtools/bench/webhooks.py): calls per second, for how long
     webhook_rate: float = 10.0
     webhook_seconds: float = 60.0
+    webhook_endpoints: int = 1
 
     @property
     def max_operators(self) -> int:

@@ -1,7 +1,8 @@
 """The suite's ``webhooks`` part: how long an event takes from its state change to the receiver.
 
-One deployment of the setup with one webhook endpoint (every event type) at a receiver in this
-worker (a threaded ``http.server`` answering 200 at once). Calls arrive at ``webhook_rate`` per
+One deployment of the setup with ``webhook_endpoints`` endpoints (every event type; 1 by default,
+0 to time the same calls without webhooks) at a receiver in this worker (a threaded
+``http.server`` answering 200 at once). Calls arrive at ``webhook_rate`` per
 second for ``webhook_seconds``; nobody decides them, so each makes ``call.received``, then
 ``call.expired`` at its deadline and the PBX's ``call.outcome_confirmed``. Per event: the
 receiver's arrival time minus the event's ``created`` (the audit row's time, taken inside the state
@@ -62,15 +63,23 @@ class _Receiver:
 
 def run(config: SuiteConfig, workdir: Path) -> dict[str, Any]:
     from screening.devtools.bench.suite import CALLED, TRUNK, deploy
-    from screening.models import DeliveryState, WebhookDelivery, WebhookEndpoint
+    from screening.models import (
+        Call,
+        CallStatus,
+        DeliveryState,
+        WebhookDelivery,
+        WebhookEndpoint,
+    )
 
     receiver = _Receiver()
-    url = f"http://127.0.0.1:{receiver.port}/hook"
-    WebhookEndpoint.objects.create(url=url, secret="bench")  # noqa: S106 (a throwaway database)
+    for n in range(config.webhook_endpoints):  # 0: the same calls with no webhooks (compare)
+        url = f"http://127.0.0.1:{receiver.port}/hook/{n}"
+        WebhookEndpoint.objects.create(url=url, secret="bench")  # noqa: S106 (a throwaway db)
     deployment = deploy(config, workdir)  # after the endpoint: every process sees it at once
     rate, seconds = config.webhook_rate, config.webhook_seconds
     count = max(1, round(rate * seconds))
-    print(f"bench: webhooks, {count} calls at {rate:g}/s", flush=True)
+    endpoints = config.webhook_endpoints
+    print(f"bench: webhooks, {count} calls at {rate:g}/s, {endpoints} endpoints", flush=True)
     http = requests.Session()
     try:
         start = time.monotonic()
@@ -85,7 +94,7 @@ def run(config: SuiteConfig, workdir: Path) -> dict[str, Any]:
         undelivered = WebhookDelivery.objects.exclude(state=DeliveryState.DELIVERED)
         quiet = 0  # seconds with every call ended and nothing left to send (late PBX reports)
         while time.monotonic() < deadline and quiet < QUIET_S:
-            ended = WebhookDelivery.objects.filter(type="call.expired").count() >= count
+            ended = Call.objects.filter(status=CallStatus.EXPIRED).count() >= count
             quiet = quiet + 0.5 if ended and not undelivered.exists() else 0
             time.sleep(0.5)
     finally:
@@ -126,6 +135,7 @@ def run(config: SuiteConfig, workdir: Path) -> dict[str, Any]:
         "rate": rate,
         "achieved_rate": round(achieved, 1),
         "calls": count,
+        "endpoints": endpoints,
         "events": rows,
         "received": len(seen),
         "duplicates": duplicates,

@@ -158,6 +158,12 @@ class Command(BaseCommand):
             "--webhook-seconds", type=float, default=60.0, help="webhooks: for how long, s (60)"
         )
         suite.add_argument(
+            "--webhook-endpoints",
+            type=int,
+            default=1,
+            help="webhooks: endpoints (1; 0 times the same calls without webhooks)",
+        )
+        suite.add_argument(
             "--smoke", action="store_true", help="a tiny suite (CI): embedded, a few operators"
         )
 
@@ -239,6 +245,7 @@ class Command(BaseCommand):
             "intake_calls": options["intake_calls"],
             "webhook_rate": options["webhook_rate"],
             "webhook_seconds": options["webhook_seconds"],
+            "webhook_endpoints": options["webhook_endpoints"],
         }
         if options["smoke"]:
             setups = ["embedded"]
