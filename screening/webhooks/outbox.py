@@ -13,6 +13,11 @@ forgets the cache at once in the process that did it; other processes see the ch
 delay (an event in between goes to the endpoints active before it). The rows are inserted with
 ``INSERT … SELECT`` from the endpoint table, so an endpoint deleted meanwhile gets no row (an
 insert naming a deleted endpoint would fail the state change's commit).
+
+The rows are written after the audit rows, so while the audit chain's head is held
+(screening.calls.chain's lock order): that is safe because they are new rows, and the only rows
+they lock (for their foreign keys, at commit) are the call, which the transaction has locked
+already, and the endpoint, which nobody locks while waiting for the head.
 """
 
 from __future__ import annotations
