@@ -388,8 +388,9 @@ WEBHOOK_CONNECT_TIMEOUT_SECONDS = env_float(
 WEBHOOK_READ_TIMEOUT_SECONDS = env_float(
     "WEBHOOK_READ_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=60
 )
-# Requests one sender has in flight at once (its HTTP threads).
-WEBHOOK_CONCURRENCY = int(env_float("WEBHOOK_CONCURRENCY", 4, minimum=1, maximum=64))
+# Requests one sender has in flight at once. 1 (default): sent from the sender's own thread;
+# more adds that many HTTP threads, which slow the same process's intake (the GIL).
+WEBHOOK_CONCURRENCY = int(env_float("WEBHOOK_CONCURRENCY", 1, minimum=1, maximum=64))
 # How often a sender looks for rows other processes wrote and retries coming due (its own new
 # rows wake it at once).
 WEBHOOK_POLL_SECONDS = env_float("WEBHOOK_POLL_SECONDS", 1.0, minimum=0.05, maximum=60)

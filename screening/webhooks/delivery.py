@@ -3,7 +3,7 @@
 Each process (``manage.py serve``, ``pbx_listen``, ``demo``: ``screening.startup``) runs one
 ``Sender`` thread with its own database connection and a few HTTP threads of its own, so a slow or
 hanging receiver only ever holds these: intake, pushes and decisions never wait on them. A loop
-takes at most ``BATCH`` due rows and sends them ``WEBHOOK_CONCURRENCY`` at a time, each request
+takes at most ``BATCH`` due rows and sends them ``WEBHOOK_CONCURRENCY`` (1) at a time, each request
 bounded by ``WEBHOOK_CONNECT_TIMEOUT_SECONDS`` and ``WEBHOOK_READ_TIMEOUT_SECONDS``. New rows
 wake the sender of the process that wrote them right after their commit; every sender also polls
 every ``WEBHOOK_POLL_SECONDS`` (rows written by another process, retries coming due).
@@ -233,18 +233,24 @@ class Sender:
     """One delivery loop. ``run_once`` is one claim and its requests (tests drive it directly);
     ``start`` runs it in a daemon thread until ``stop``.
 
-    The requests of one claim go out ``WEBHOOK_CONCURRENCY`` at a time, from a small pool of
-    HTTP-only threads (a session each); this thread alone touches the database, recording each
-    result as it comes. One claim never holds two rows of one call for one endpoint (see
-    ``_due``), so sending them side by side keeps each call's order."""
+    By default (``WEBHOOK_CONCURRENCY`` 1) this thread sends the rows of a claim one after
+    another: every extra runnable thread in a process makes its intake wait longer for the GIL
+    (measured on the scale-out listener at 10 calls/s: four HTTP threads took intake's p99 from
+    ~100 ms to ~500-750 ms; one thread left it at ~100 ms). With more, the requests go out that
+    many at a time from HTTP-only threads (a session each) while this thread alone touches the
+    database, recording each result as it comes; one claim never holds two rows of one call for
+    one endpoint (see ``_due``), so sending them side by side keeps each call's order."""
 
     def __init__(self, *, batch: int = BATCH, poll: float | None = None, name: str = "") -> None:
         self.batch = batch
         self.poll = poll
         self.name = name or "pbxscreen-webhooks"
         self._sessions = threading.local()
-        self._pool = ThreadPoolExecutor(
-            max_workers=settings.WEBHOOK_CONCURRENCY, thread_name_prefix=f"{self.name}-http"
+        concurrency = settings.WEBHOOK_CONCURRENCY
+        self._pool = (
+            ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{self.name}-http")
+            if concurrency > 1
+            else None
         )
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -260,6 +266,12 @@ class Sender:
         rows, lease = claim(self.batch)
         if not rows:
             return 0
+        if self._pool is None:
+            for row in rows:
+                if self._stop.is_set():
+                    break  # the lease lets the rest go
+                record_many([(row, self._post(row))], lease)
+            return len(rows)
         sending = {self._pool.submit(self._post, row): row for row in rows}
         waiting = set(sending)
         while waiting:
@@ -304,7 +316,8 @@ class Sender:
                     self._wake.wait(self.poll or settings.WEBHOOK_POLL_SECONDS)
         finally:
             connection.close()
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 _sender: Sender | None = None

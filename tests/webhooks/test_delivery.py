@@ -123,9 +123,15 @@ def test_an_unreachable_or_broken_url_is_an_attempt_that_failed(
         assert attempt.error
 
 
+@pytest.mark.parametrize("concurrency", [1, 3])
 def test_events_of_one_call_go_in_order_and_two_loops_never_send_a_row_twice(
-    receiver: Receiver, endpoint: WebhookEndpoint, senders: Senders, fast_retries: Any
+    receiver: Receiver,
+    endpoint: WebhookEndpoint,
+    senders: Senders,
+    fast_retries: Any,
+    concurrency: int,
 ) -> None:
+    fast_retries.WEBHOOK_CONCURRENCY = concurrency  # 3: requests side by side from HTTP threads
     # Every third request fails at first, so retries interleave with new rows.
     receiver.answer = lambda n: 500 if n % 3 == 0 else 200
     calls = [intake.receive_call(incoming(f"1700000000.{i}"), via="test").call for i in range(20)]
