@@ -430,6 +430,39 @@ REVIEW_MIN_REFUSALS = int(env_float("REVIEW_MIN_REFUSALS", 3, minimum=2, maximum
 REVIEW_WINDOW_DAYS = int(env_float("REVIEW_WINDOW_DAYS", 7, minimum=1, maximum=365))
 REVIEW_CALLBACK_COUNT = int(env_float("REVIEW_CALLBACK_COUNT", 3, minimum=1, maximum=1000))
 
+# --- Outgoing webhooks (screening/webhooks, docs/webhooks.md) ---------------------------------
+# Every server process delivers the outbox in a thread of its own; WEBHOOK_DELIVERY=false turns
+# that process's sender off (the others still deliver).
+WEBHOOK_DELIVERY = env_bool("WEBHOOK_DELIVERY", True)
+# A failed attempt is retried after a random delay between 0 and BASE x 2^(attempts - 1) seconds
+# (full jitter), at most CAP, until MAX_AGE after the event; then the delivery is dead.
+WEBHOOK_RETRY_BASE_SECONDS = env_float(
+    "WEBHOOK_RETRY_BASE_SECONDS", 5.0, minimum=0.01, maximum=3600
+)
+WEBHOOK_RETRY_CAP_SECONDS = env_float(
+    "WEBHOOK_RETRY_CAP_SECONDS", 3600.0, minimum=0.01, maximum=86400
+)
+WEBHOOK_MAX_AGE_SECONDS = env_float(
+    "WEBHOOK_MAX_AGE_SECONDS", 86400.0, minimum=1, maximum=30 * 86400
+)
+WEBHOOK_CONNECT_TIMEOUT_SECONDS = env_float(
+    "WEBHOOK_CONNECT_TIMEOUT_SECONDS", 3.0, minimum=0.1, maximum=30
+)
+WEBHOOK_READ_TIMEOUT_SECONDS = env_float(
+    "WEBHOOK_READ_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=60
+)
+# Requests one sender has in flight at once. 1 (default): sent from the sender's own thread;
+# more adds that many HTTP threads, which slow the same process's intake (the GIL).
+WEBHOOK_CONCURRENCY = int(env_float("WEBHOOK_CONCURRENCY", 1, minimum=1, maximum=64))
+# How often a sender looks for rows other processes wrote and retries coming due (its own new
+# rows wake it at once).
+WEBHOOK_POLL_SECONDS = env_float("WEBHOOK_POLL_SECONDS", 1.0, minimum=0.05, maximum=60)
+# How long a process trusts its list of active endpoints (no query per call when none is
+# active); another process's change to an endpoint takes effect within this delay.
+WEBHOOK_ENDPOINT_CACHE_SECONDS = env_float(
+    "WEBHOOK_ENDPOINT_CACHE_SECONDS", 5.0, minimum=0, maximum=300
+)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

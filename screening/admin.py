@@ -4,6 +4,7 @@ import re
 from datetime import datetime, time, timedelta
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
@@ -33,6 +34,9 @@ from screening.models import (
     ReviewAction,
     Rule,
     Trunk,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 from screening.pbx.blocklist import LIST_NAME, push_permanent_blocks
 from screening.pbx.client import PbxClient
@@ -44,6 +48,8 @@ from screening.pbx.trunks import (
     sync_trunks,
 )
 from screening.reports.params import EARLIEST, LATEST
+from screening.webhooks import endpoints as webhook_endpoints
+from screening.webhooks.events import EVENT_TYPES
 
 
 def _today() -> tuple[datetime, datetime]:
@@ -676,3 +682,122 @@ class ApiTokenAdmin(ReadOnlyAdmin):
             % {"count": count},
             messages.SUCCESS,
         )
+
+
+# --- Outgoing webhooks (docs/webhooks.md) ------------------------------------------------------
+
+
+class WebhookEndpointForm(forms.ModelForm):
+    """The secret is write-only: never shown back, kept when left blank on a change."""
+
+    url = forms.CharField(
+        label=_("URL"),
+        max_length=webhook_endpoints.URL_CHARS,
+        help_text=_("Where the events are POSTed (http:// or https://)."),
+    )
+    secret = forms.CharField(
+        label=_("Secret"),
+        required=False,
+        max_length=webhook_endpoints.SECRET_CHARS,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=_(
+            "Shared with the receiver, which checks the X-Pbxscreen-Signature header with it. "
+            "Never shown again; leave blank to keep the current one."
+        ),
+    )
+    events = forms.MultipleChoiceField(
+        label=_("Events"),
+        required=False,
+        choices=list(EVENT_TYPES.items()),
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_("None ticked: every event type, including types added later."),
+    )
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ("url", "secret", "events", "active")
+        labels = {"active": _("Active")}
+
+    def clean_url(self) -> str:
+        return webhook_endpoints.clean_url(self.cleaned_data["url"])
+
+    def clean_secret(self) -> str:
+        secret = self.cleaned_data.get("secret") or ""
+        if not secret and self.instance.pk:
+            return self.instance.secret
+        return webhook_endpoints.clean_secret(secret)
+
+    def clean_events(self) -> list[str]:
+        return webhook_endpoints.clean_events(self.cleaned_data.get("events") or [])
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(CheckedAdmin):
+    form = WebhookEndpointForm
+    list_display = ("url", "active", "event_types", "created_at")
+    list_filter = ("active",)
+    search_fields = ("url",)
+
+    @admin.display(description=_("Events"))
+    def event_types(self, obj: WebhookEndpoint) -> str:
+        return ", ".join(obj.events) if obj.events else str(_("all"))
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    fields = ("at", "status_code", "latency_ms", "error")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name = _("attempt")
+    verbose_name_plural = _("attempts")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = (
+        "type",
+        "endpoint",
+        "call",
+        "state",
+        "attempts",
+        "last_status",
+        "last_latency_ms",
+        "created_at",
+        "delivered_at",
+    )
+    list_filter = ("state", "type", "endpoint")
+    list_select_related = ("endpoint", "call")
+    search_fields = ("event_id", "call__pbx_call_id")
+    date_hierarchy = "created_at"
+    inlines = (WebhookAttemptInline,)
+    actions = ("redeliver",)
+
+    def has_redeliver_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("screening.change_webhookdelivery")
+
+    @admin.action(
+        description=_("Redeliver now (attempts so far are kept)"),
+        permissions=("redeliver",),
+    )
+    def redeliver(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        count = webhook_endpoints.redeliver(queryset)
+        self.message_user(
+            request,
+            ngettext(
+                "%(count)d delivery will be sent again now.",
+                "%(count)d deliveries will be sent again now.",
+                count,
+            )
+            % {"count": count},
+            messages.SUCCESS,
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)  # old rows may be cleared; never edited

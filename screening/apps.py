@@ -10,12 +10,11 @@ class ScreeningConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from screening import metrics
+        from screening import i18n, metrics
         from screening.calls import sessions
+        from screening.webhooks import outbox
 
         sessions.connect_signals()  # operator sockets close when their access ends
-        metrics.install()  # call counters, from the audit rows of every state change
-
-        from screening import i18n
-
         i18n.connect_signals()  # the user's language and time zone kept in the session
+        outbox.connect()  # outgoing webhooks: outbox rows in every state change's transaction
+        metrics.install()  # call counters, from the audit rows of every state change

@@ -3,7 +3,8 @@
 ``start`` arms what a process needs besides answering requests: the push path's event loop, the
 channel layer watchdog (``screening.health``: /healthz's layer check, and a resync of every local
 browser after the layer lost pushes), the sweeper (expiry a dead process left behind, the link
-banner, the statistics roll-up) and, where wanted, the PBX listener. ``serve`` and ``demo``
+banner, the statistics roll-up), the outgoing webhooks' sender (``screening.webhooks.delivery``)
+and, where wanted, the PBX listener. ``serve`` and ``demo``
 call it through ``run``, ``pbx_listen`` directly, and the ASGI application on its first
 connection (for a plain ``daphne`` command line). The loop, the watchdog and the sweeper are
 armed once per event loop, so the server's own call and the ASGI one do not double up.
@@ -32,6 +33,7 @@ from screening.pbx import link, trunks
 from screening.pbx.client import PbxClient, PbxNotConfigured
 from screening.pbx.listener import PbxListener
 from screening.reports import rollup
+from screening.webhooks import delivery as webhook_delivery
 
 log = logging.getLogger("screening.startup")
 
@@ -136,6 +138,9 @@ async def start(*, listener: bool = False) -> PbxListener | None:
         push.register_loop(loop)
         health.layer_watchdog.start()
         runtime.spawn(sweep_forever(), "sweeper")
+        # Outgoing webhooks: a thread of its own (own connection, own HTTP session), once per
+        # process, so a slow receiver never holds this loop or its pools.
+        webhook_delivery.start()
     if not listener:
         return None
     try:

@@ -25,6 +25,7 @@ from screening.models import (
     PbxOutcome,
 )
 from screening.pbx.events import CallDetailRecord, CallStateChanged, as_sent
+from screening.webhooks import outbox
 
 log = logging.getLogger("screening.calls.outcomes")
 
@@ -264,4 +265,6 @@ def settle_outcome(call: Call, observed: str | None, now: datetime, *, source: s
             pbx_outcome=outcome,
             source=source,
         )
+    # Outgoing webhooks (call.outcome_confirmed), in this transaction.
+    outbox.outcome_settled(call, now)
     return True

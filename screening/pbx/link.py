@@ -21,6 +21,7 @@ from django.utils.translation import gettext as _
 
 from screening import health
 from screening.calls import push
+from screening.webhooks import outbox
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -61,6 +62,9 @@ def set_state(
     cache.set(KEY, value, timeout=None)
     if changed:
         push.publish("link", {"link": describe(value)})
+    if previous.get("state") != state:
+        # Outgoing webhooks (pbx_link.changed); a detail change alone is not a new state.
+        outbox.link_changed(describe(value), previous.get("state"))
     return value
 
 

@@ -228,6 +228,23 @@ def _context_lines(res: dict[str, Any]) -> list[str]:
                 f"p99 {_ms2(t['p99'])} max {_ms2(t['max'])}"
             )
         lines.append(f"  the chain adds: mean {r['added_ms_mean']} ms, p50 {r['added_ms_p50']} ms")
+    if "webhooks" in res:
+        r = res["webhooks"]
+        lines += [
+            "",
+            f"webhook delivery, state change -> receiver, {r['calls']} calls at "
+            f"{r['achieved_rate']:g}/s, {r.get('endpoints', 1)} endpoints ({r['events']} events, "
+            f"{r['received']} received, {r['duplicates']} duplicates, "
+            f"{r['not_delivered']} not delivered), ms:",
+        ]
+        extra = [
+            ("(arrival -> push)", r["intake_to_push"]),
+            ("(push -> call.received)", r["received_after_push"]),
+        ]
+        for label, t in [("all", r["all"]), *r["by_type"].items(), *extra]:
+            lines.append(
+                f"  {label:<24} p50 {_ms(t['p50'])} p99 {_ms(t['p99'])} max {_ms(t['max'])}"
+            )
     if "push_context" in res:
         r = res["push_context"]
         lines += ["", f"push with and without the card's context, {r['operators']} operators (ms):"]

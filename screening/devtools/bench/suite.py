@@ -78,6 +78,10 @@ class SuiteConfig:
     context_operators: int = 100
     # intake (screening/devtools/bench/intake.py): calls with the audit chain, and as many without
     intake_calls: int = 1000
+    # webhooks (screening/devtools/bench/webhooks.py): calls per second, for how long
+    webhook_rate: float = 10.0
+    webhook_seconds: float = 60.0
+    webhook_endpoints: int = 1
 
     @property
     def max_operators(self) -> int:
@@ -96,7 +100,7 @@ class SuiteConfig:
     def needs_server(self) -> bool:
         """Whether a part runs on the suite's own deployment (card reads the database directly;
         lookups starts deployments of its own)."""
-        return bool(set(self.parts) - {"card", "lookups", "intake"})
+        return bool(set(self.parts) - {"card", "lookups", "intake", "webhooks"})
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -659,6 +663,12 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         deployment = deploy(config, workdir)
         processes = deployment.web_command
         measured.update(_run_parts(config, deployment, workdir, sessions, context_callers))
+    if "webhooks" in config.parts:  # a deployment of its own (webhooks.py)
+        from screening.devtools.bench import webhooks
+
+        measured["webhooks"] = webhooks.run(config, workdir)
+        if not config.needs_server:
+            processes = measured["webhooks"]["processes"]
     if "lookups" in config.parts:  # three deployments of its own (lookups.py)
         from screening.devtools.bench import lookups
 

@@ -37,8 +37,9 @@ PG_URL = "postgresql://postgres@127.0.0.1:5432"
 SUITE_PARTS = ("push", "memory", "decide", "throughput", "login")
 # Run only when asked for by name (--parts): lookups starts three deployments of its own, card
 # seeds a million calls first, push_context repeats the push part with full cards, intake times
-# the store-before-push step in process with and without the audit chain.
-EXTRA_PARTS = ("lookups", "card", "push_context", "intake")
+# the store-before-push step in process with and without the audit chain, webhooks the delivery
+# latency of outgoing webhooks (state change -> receiver).
+EXTRA_PARTS = ("lookups", "card", "push_context", "intake", "webhooks")
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -101,7 +102,8 @@ class Command(BaseCommand):
             default=",".join(SUITE_PARTS),
             help=f"which parts ({','.join(SUITE_PARTS)}; also {','.join(EXTRA_PARTS)}: push "
             "latency with external caller lookups off, hanging and answering; card reads at a "
-            "million calls; the push with and without the card's context)",
+            "million calls; the push with and without the card's context; webhook delivery "
+            "latency)",
         )
         suite.add_argument("--push-calls", type=int, default=20, help="calls per size (20)")
         suite.add_argument(
@@ -148,6 +150,18 @@ class Command(BaseCommand):
             type=int,
             default=1000,
             help="intake: calls with the audit chain, and as many without (1000)",
+        )
+        suite.add_argument(
+            "--webhook-rate", type=float, default=10.0, help="webhooks: calls per second (10)"
+        )
+        suite.add_argument(
+            "--webhook-seconds", type=float, default=60.0, help="webhooks: for how long, s (60)"
+        )
+        suite.add_argument(
+            "--webhook-endpoints",
+            type=int,
+            default=1,
+            help="webhooks: endpoints (1; 0 times the same calls without webhooks)",
         )
         suite.add_argument(
             "--smoke", action="store_true", help="a tiny suite (CI): embedded, a few operators"
@@ -229,6 +243,9 @@ class Command(BaseCommand):
             "card_reads": options["card_reads"],
             "context_operators": options["context_operators"],
             "intake_calls": options["intake_calls"],
+            "webhook_rate": options["webhook_rate"],
+            "webhook_seconds": options["webhook_seconds"],
+            "webhook_endpoints": options["webhook_endpoints"],
         }
         if options["smoke"]:
             setups = ["embedded"]
