@@ -39,7 +39,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from screening import health
+from screening import health, metrics
 from screening.models import DeliveryState, WebhookAttempt, WebhookDelivery
 from screening.webhooks import signing
 
@@ -71,6 +71,7 @@ def _attempted(delivery: WebhookDelivery, result: str) -> None:
     """Every attempt's outcome (``delivered``, ``retry`` or ``dead``) passes here once: the one
     place to count webhook deliveries by result (metrics)."""
     log.debug("webhook %s %s: %s", delivery.type, delivery.event_id, result)
+    metrics.webhook_attempted("failed" if result == "retry" else result)
 
 
 def backoff(attempts: int) -> float:

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from screening.calls import intake
+from screening.metrics import REGISTRY
 from screening.models import DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from screening.webhooks import delivery, outbox, signing
 from screening.webhooks.delivery import Sender
@@ -62,14 +63,23 @@ def test_malformed_signatures_are_refused_not_raised(header: str) -> None:
     assert signing.verify(SECRET, header, b"{}", now=1700000000) is False
 
 
+def _deliveries_counted(result: str) -> float:
+    value = REGISTRY.get_sample_value("pbxscreen_webhook_deliveries_total", {"result": result})
+    return value or 0.0
+
+
 def test_a_receiver_answering_500_then_200_gets_the_event_exactly_once_more(
     receiver: Receiver, endpoint: WebhookEndpoint, senders: Senders, fast_retries: Any
 ) -> None:
     receiver.answer = lambda n: 500 if n == 0 else 200
+    counted = {result: _deliveries_counted(result) for result in ("delivered", "failed")}
     intake.receive_call(incoming(), via="test")
     row = WebhookDelivery.objects.get()
     senders(1)
     wait_for(lambda: _state(row.pk) == DeliveryState.DELIVERED, what="delivered")
+    # /metrics counts both attempts by result.
+    assert _deliveries_counted("failed") == counted["failed"] + 1
+    assert _deliveries_counted("delivered") == counted["delivered"] + 1
     time.sleep(1.0)  # many poll intervals: nothing more goes out
     assert receiver.ids() == [str(row.event_id)] * 2
     row.refresh_from_db()
