@@ -230,6 +230,9 @@ class PbxClient:
         self._lock_ttl = max(2, math.ceil(2 * timeout + 1))
         self._session = requests.Session()
         self._session.verify = verify
+        # Also given with each request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override
+        # a Session's own ``verify`` (PBX_VERIFY_TLS's CA file, or false), but not a request's.
+        self._verify = verify
         # The PBX closes every connection after replying (docs/pbx.md): ask for that explicitly
         # so the pool never re-sends a POST on a socket the PBX has just closed. The Session is
         # shared by threads; it keeps no state we rely on (the PBX sets no cookies).
@@ -565,6 +568,7 @@ class PbxClient:
                 params=query or None,
                 json=body if method.upper() == "POST" else None,
                 timeout=timeout,
+                verify=self._verify,
             )
         except requests.Timeout:
             elapsed_ms = (time.perf_counter() - started) * 1000
