@@ -345,6 +345,10 @@ else:
     raise ImproperlyConfigured(
         f"PBX_VERIFY_TLS={_verify!r} is neither true/false nor an existing CA bundle path"
     )
+# Decisions go out on a connection each web process opens to the PBX when a call arrives, while
+# the operator reads the card (screening/pbx/preopen.py): at most this many at once per process;
+# 0 sends each decision on a connection of its own, opened when it is sent.
+PBX_PREOPEN_CONNECTIONS = int(env_float("PBX_PREOPEN_CONNECTIONS", 20, minimum=0, maximum=1000))
 # `serve` runs the PBX listener in-process (embedded). With several web processes, exactly one
 # listener must run: set PBX_LISTENER=off for the web processes and run `manage.py pbx_listen`.
 PBX_LISTENER = env_bool("PBX_LISTENER", True)

@@ -29,7 +29,7 @@ from screening import health, runtime
 from screening.calls import chain, endings, push, reconcile, retention
 from screening.calls.intake import handle_event
 from screening.contacts import sync as contact_sync
-from screening.pbx import link, trunks
+from screening.pbx import link, preopen, trunks
 from screening.pbx.client import PbxClient, PbxNotConfigured
 from screening.pbx.listener import PbxListener
 from screening.reports import rollup
@@ -128,16 +128,20 @@ async def sweep_forever(interval: float = SWEEP_INTERVAL) -> None:
 _started: set[int] = set()  # id() of the loops this process has started on
 
 
-async def start(*, listener: bool = False) -> PbxListener | None:
+async def start(*, listener: bool = False, decides: bool = True) -> PbxListener | None:
     """Arm this process on the running loop: the push loop and the sweeper once per loop, plus
-    the PBX listener when asked (only ``run`` and ``pbx_listen`` ask, once). Returns the listener
-    started, if the PBX is configured."""
+    the PBX listener when asked (only ``run`` and ``pbx_listen`` ask, once). ``decides``: this
+    process sends operators' decisions (a web process; not ``pbx_listen``), so it opens
+    connections to the PBX ahead of them. Returns the listener started, if the PBX is
+    configured."""
     loop = asyncio.get_running_loop()
     if id(loop) not in _started:
         _started.add(id(loop))
         push.register_loop(loop)
         health.layer_watchdog.start()
         runtime.spawn(sweep_forever(), "sweeper")
+        if decides and preopen.enabled():
+            runtime.spawn(preopen.listen(), "pbx-preopen")
         # Outgoing webhooks: a thread of its own (own connection, own HTTP session), once per
         # process, so a slow receiver never holds this loop or its pools.
         webhook_delivery.start()

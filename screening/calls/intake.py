@@ -17,7 +17,16 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from screening.calls import decisions, lookups, outcomes, presence, pseudonyms, rules, store
+from screening.calls import (
+    decisions,
+    lookups,
+    outcomes,
+    presence,
+    pseudonyms,
+    push,
+    rules,
+    store,
+)
 from screening.calls.access import stream_for_trunk
 from screening.calls.context import card_context
 from screening.calls.endings import schedule_expiry
@@ -33,6 +42,7 @@ from screening.models import (
     Rule,
     Trunk,
 )
+from screening.pbx import preopen
 from screening.pbx.events import (
     CallDetailRecord,
     CallStateChanged,
@@ -63,6 +73,11 @@ async def handle_event(event: Event, *, via: str, received_at: datetime | None =
             spawn(decisions.carry_out(call), f"auto-{call.pk}")
         elif received.created and call.status == CallStatus.PENDING:
             schedule_expiry(call)
+            if preopen.enabled():
+                # Every web process opens its connection to the PBX for the decision now, while
+                # the operators read the card (screening/pbx/preopen.py).
+                deadline = call.deadline.timestamp()
+                push.send_to_groups([preopen.GROUP], preopen.message(call.channel_id, deadline))
         if received.look_up:
             # Stored and pushed already: a name found within the budget updates the card.
             spawn(lookups.identify(call), f"lookup-{call.pk}")

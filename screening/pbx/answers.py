@@ -13,6 +13,7 @@ from django.conf import settings
 
 from screening import health
 from screening.models import CallStatus, Decision
+from screening.pbx import preopen
 from screening.pbx.client import (
     PbxAuthError,
     PbxClient,
@@ -68,7 +69,8 @@ def ask(
     try:
         pbx = client or _thread_client()
         send = pbx.accept_inbound if decision == Decision.ACCEPT else pbx.refuse_inbound
-        response = send(channel_id, deadline=deadline)
+        with preopen.sending_for(channel_id):  # on the connection opened for it, if any
+            response = send(channel_id, deadline=deadline)
     except PbxAuthError as exc:
         message = f"Failed: the PBX refused our credentials ({exc.errcode} {exc.errmsg})"
         return PbxAnswer(CallStatus.FAILED, message, exc.errcode, exc.errmsg)

@@ -33,6 +33,7 @@ from django.core.cache import cache as default_cache
 from django.utils import timezone
 
 from screening import metrics
+from screening.pbx import preopen
 
 log = logging.getLogger("screening.pbx")
 
@@ -239,6 +240,12 @@ class PbxClient:
         self._session.headers.update(
             {"User-Agent": user_agent, "Accept": "application/json", "Connection": "close"}
         )
+        # A decision goes out on a connection opened while the operator read the card, when this
+        # process has one for the call (screening/pbx/preopen.py); otherwise on a new one, as above.
+        if preopen.enabled():
+            adapter = preopen.PreopenAdapter(preopen.pool)
+            for endpoint in preopen.DECISION_ENDPOINTS:
+                self._session.mount(f"{self.base_url}{API_PATH}{endpoint}", adapter)
 
     def __repr__(self) -> str:
         return f"<PbxClient {self.base_url} client_id={self.client_id[:4]}...>"

@@ -70,7 +70,7 @@ class Command(BaseCommand):
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        listener = await startup.start(listener=True)
+        listener = await startup.start(listener=True, decides=False)
         if listener is None:
             raise CommandError("the PBX listener could not start (see the log above)")
         self.stdout.write(f"Listening to {settings.PBX_BASE_URL}")
