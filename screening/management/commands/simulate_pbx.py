@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -36,6 +38,12 @@ class Command(BaseCommand):
         parser.add_argument("--webhook-url", default=None, help="also push events to this URL")
         parser.add_argument("--webhook-secret", default=None, help="key for X-Signature")
         parser.add_argument("--seed", type=int, default=None, help="repeatable call generation")
+        parser.add_argument(
+            "--tls-dir",
+            default=None,
+            help="speak TLS with a CA and certificate made in this directory (ca.pem: the CA for "
+            "PBX_VERIFY_TLS)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["webhook_url"] and not options["webhook_secret"]:
@@ -50,12 +58,21 @@ class Command(BaseCommand):
             seed=options["seed"],
         )
         # KeyboardInterrupt can still escape on platforms without loop signal handlers.
+        context = None
+        if options["tls_dir"]:
+            from screening.simulator.tls import make_certificates
+
+            made = make_certificates(Path(options["tls_dir"]))
+            context = made.server_context()
+            self.stdout.write(f"  PBX_VERIFY_TLS={made.ca}")
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(self._serve(simulator, options["host"], options["port"]))
+            asyncio.run(self._serve(simulator, options["host"], options["port"], context))
         self.stdout.write("PBX simulator stopped.")
 
-    async def _serve(self, simulator: PbxSimulator, host: str, port: int) -> None:
-        base_url = await simulator.start(host, port)
+    async def _serve(
+        self, simulator: PbxSimulator, host: str, port: int, context: ssl.SSLContext | None
+    ) -> None:
+        base_url = await simulator.start(host, port, ssl_context=context)
         try:
             self._announce(simulator, base_url)
             await _until_signalled()
