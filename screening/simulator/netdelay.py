@@ -137,6 +137,11 @@ class DelayProxyThread:
         return self.proxy.port
 
     @property
+    def open_now(self) -> int:
+        """Connections carried at this moment."""
+        return len(self.proxy._tasks)
+
+    @property
     def connections(self) -> int:
         return self.proxy.connections
 
