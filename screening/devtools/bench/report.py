@@ -189,6 +189,8 @@ def format_suite(combined: dict[str, Any]) -> str:
                     f"{_ms(s['p99']):>8}{_ms(s['max']):>8}"
                 )
             lines.append(f"  target for the name: at most {lk['target_ms']} ms after the push")
+        if "pbxdelay" in res:
+            lines += _pbxdelay_lines(res["pbxdelay"])
         if "memory" in res:
             m = res["memory"]
             lines += [
@@ -255,6 +257,34 @@ def _context_lines(res: dict[str, Any]) -> list[str]:
                 f"lost {v['lost']}"
             )
         lines.append(f"  context / plain: p50 {r['ratio_p50']}, p99 {r['ratio_p99']}")
+    return lines
+
+
+def _pbxdelay_lines(r: dict[str, Any]) -> list[str]:
+    """The PBX across a network: decisions with the connection opened ahead, and without."""
+    rtt = 2 * r["delay_ms"]
+    lines = [
+        "",
+        f"PBX behind TLS and {r['delay_ms']:g} ms each way (round trip {rtt:g} ms), one decision "
+        f"at a time after {r['read_seconds']:g} s on the card:",
+        f"  {'':<46}{'count':>6}{'p50 ms':>9}{'p99 ms':>9}{'p50 RTT':>9}{'p99 RTT':>9}",
+    ]
+    for variant, label in (("off", "connection opened at POST"), ("on", "connection opened ahead")):
+        row = r.get(variant)
+        if row is None:
+            continue
+        for key, what in (
+            ("post_to_pbx_accept", "POST -> PBX has it"),
+            ("post_round_trip", "POST round trip"),
+        ):
+            s, t = row[key], row[f"{key}_rtts"]
+            lines.append(
+                f"  {label + ': ' + what:<46}{s['count']:>6}{_ms(s['p50']):>9}{_ms(s['p99']):>9}"
+                f"{_ms2(t['p50']):>9}{_ms2(t['p99']):>9}"
+            )
+        if row["errors"]:
+            lines.append(f"  {row['errors']} decisions failed")
+    lines.append("  target: POST -> PBX has it within 1.3 round trips (p50), opened ahead")
     return lines
 
 

@@ -82,6 +82,8 @@ class SuiteConfig:
     webhook_rate: float = 10.0
     webhook_seconds: float = 60.0
     webhook_endpoints: int = 1
+    # pbxdelay (screening/devtools/bench/pbxdelay.py): network delay added each way to the PBX
+    pbx_delay_ms: float = 40.0
 
     @property
     def max_operators(self) -> int:
@@ -100,7 +102,7 @@ class SuiteConfig:
     def needs_server(self) -> bool:
         """Whether a part runs on the suite's own deployment (card reads the database directly;
         lookups starts deployments of its own)."""
-        return bool(set(self.parts) - {"card", "lookups", "intake", "webhooks"})
+        return bool(set(self.parts) - {"card", "lookups", "intake", "webhooks", "pbxdelay"})
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -669,6 +671,12 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         measured["webhooks"] = webhooks.run(config, workdir)
         if not config.needs_server:
             processes = measured["webhooks"]["processes"]
+    if "pbxdelay" in config.parts:  # two deployments of its own (pbxdelay.py)
+        from screening.devtools.bench import pbxdelay
+
+        measured["pbxdelay"] = pbxdelay.run(config, workdir, sessions)
+        if not config.needs_server:
+            processes = measured["pbxdelay"]["processes"]
     if "lookups" in config.parts:  # three deployments of its own (lookups.py)
         from screening.devtools.bench import lookups
 

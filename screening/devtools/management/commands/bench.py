@@ -39,7 +39,7 @@ SUITE_PARTS = ("push", "memory", "decide", "throughput", "login")
 # seeds a million calls first, push_context repeats the push part with full cards, intake times
 # the store-before-push step in process with and without the audit chain, webhooks the delivery
 # latency of outgoing webhooks (state change -> receiver).
-EXTRA_PARTS = ("lookups", "card", "push_context", "intake", "webhooks")
+EXTRA_PARTS = ("lookups", "card", "push_context", "intake", "webhooks", "pbxdelay")
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -164,6 +164,12 @@ class Command(BaseCommand):
             help="webhooks: endpoints (1; 0 times the same calls without webhooks)",
         )
         suite.add_argument(
+            "--pbx-delay-ms",
+            type=float,
+            default=40.0,
+            help="pbxdelay: network delay added each way between pbxscreen and the PBX, ms (40)",
+        )
+        suite.add_argument(
             "--smoke", action="store_true", help="a tiny suite (CI): embedded, a few operators"
         )
 
@@ -227,6 +233,8 @@ class Command(BaseCommand):
             raise CommandError(f"--setups: embedded,scaleout; --parts: {','.join(allowed)}")
         if options["lookup_operators"] < 1 or not 0 <= options["lookup_delay_ms"] < 800:
             raise CommandError("--lookup-operators must be >= 1, --lookup-delay-ms 0..799")
+        if not 1 <= options["pbx_delay_ms"] <= 1000:
+            raise CommandError("--pbx-delay-ms must be between 1 and 1000")
         suite: dict[str, Any] = {
             "sizes": [int(n) for n in options["sizes"].split(",")],
             "parts": parts,
@@ -246,6 +254,7 @@ class Command(BaseCommand):
             "webhook_rate": options["webhook_rate"],
             "webhook_seconds": options["webhook_seconds"],
             "webhook_endpoints": options["webhook_endpoints"],
+            "pbx_delay_ms": options["pbx_delay_ms"],
         }
         if options["smoke"]:
             setups = ["embedded"]
