@@ -316,37 +316,39 @@ class PreopenAdapter(HTTPAdapter):
         channel_id = _sending_for.get()
         conn = None
         url = request.url or ""
+        read = _read_timeout(timeout)
         if (
             channel_id is not None
             and cert is None
             and settings.PBX_PREOPEN_CONNECTIONS > 0
             and not select_proxy(url, dict(proxies or {}))
         ):
-            wait = _read_timeout(timeout)
-            conn = self.warm.take(
-                key_for(url, verify), channel_id, CONNECT_TIMEOUT_SECONDS if wait is None else wait
-            )
+            started = time.monotonic()
+            wait = CONNECT_TIMEOUT_SECONDS if read is None else read
+            conn = self.warm.take(key_for(url, verify), channel_id, wait)
+            if read is not None:  # a handshake waited for counts against the request's time
+                read = max(0.001, read - (time.monotonic() - started))
         if conn is None:
             return super().send(request, stream, timeout, verify, cert, dict(proxies or {}))
-        return self._send_on(conn, request, stream, timeout, verify, cert, proxies)
+        return self._send_on(conn, request, stream, read, verify, cert, proxies)
 
     def _send_on(
         self,
         conn: HTTPConnection,
         request: requests.PreparedRequest,
         stream: bool,
-        timeout: Any,
+        read: float | None,
         verify: bool | str,
         cert: Any,
         proxies: Mapping[str, str] | None,
     ) -> requests.Response:
         """What ``HTTPAdapter.send`` does with a pooled connection, on ``conn``, with the same
-        exceptions; never retried (the request may have left)."""
+        exceptions; never retried (the request may have left). ``read``: seconds each socket
+        operation may wait, as requests' read timeout."""
         self.add_headers(
-            request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+            request, stream=stream, timeout=read, verify=verify, cert=cert, proxies=proxies
         )
         chunked = not (request.body is None or "Content-Length" in request.headers)
-        read = _read_timeout(timeout)
         conn.timeout = read if read is not None else socket.getdefaulttimeout()
         try:
             conn.request(

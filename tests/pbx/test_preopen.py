@@ -6,6 +6,7 @@ The proxy counts the connections it carries: each is one TCP and one TLS handsha
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -131,6 +132,27 @@ def test_a_call_without_a_warm_connection_is_sent_as_before(
     assert answer.status == CallStatus.ACCEPTED
     assert proxy.connections == handshakes + 1  # its own connection; the other call's kept
     assert len(preopen.pool) == 1
+
+
+def test_a_decision_during_the_handshake_waits_for_it_rather_than_opening_another(
+    pbx_tls: SimulatorThread, proxy: DelayProxyThread
+) -> None:
+    client = client_with_token()
+    sent = pbx_tls.inject()
+    deadline = time.time() + 8
+    proxy.proxy.delay = 0.1  # a handshake that takes a while
+    handshakes = proxy.connections
+    warming = threading.Thread(target=preopen.warm_up, args=(sent["channel_id"], deadline))
+    warming.start()
+    wait_for(lambda: proxy.connections == handshakes + 1, what="the handshake to start")
+
+    answer = answers.ask(sent["channel_id"], Decision.ACCEPT, deadline, client)
+    warming.join()
+
+    assert answer.status == CallStatus.ACCEPTED
+    assert proxy.connections == handshakes + 1
+    assert preopen.pool.counts["used"] == 1
+    assert len(accepts(pbx_tls, sent["channel_id"])) == 1
 
 
 def test_a_stale_warm_connection_is_replaced_and_the_decision_sent_once(
