@@ -8,7 +8,7 @@ leaves before one round trip after the connection opened, plus the one-way delay
 opened its connection ahead (``screening/pbx/preopen.py``) has paid that already.
 
 ``python -m screening.simulator.netdelay LISTEN_PORT TARGET_HOST:TARGET_PORT DELAY_MS`` runs one
-until interrupted.
+until interrupted, printing a line per connection it accepts.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 
@@ -24,9 +25,15 @@ class DelayProxy:
     """The proxy, on the running loop. ``delay``: seconds added in each direction."""
 
     def __init__(
-        self, target_host: str, target_port: int, delay: float, host: str = "127.0.0.1"
+        self,
+        target_host: str,
+        target_port: int,
+        delay: float,
+        host: str = "127.0.0.1",
+        on_connection: Callable[[int], None] | None = None,
     ) -> None:
         self.target = (target_host, target_port)
+        self.on_connection = on_connection  # told the running count at each new connection
         self.delay = delay
         self.host = host
         self.port = 0
@@ -61,6 +68,8 @@ class DelayProxy:
         loop = asyncio.get_running_loop()
         opened = loop.time()
         self.connections += 1
+        if self.on_connection is not None:
+            self.on_connection(self.connections)
         self._writers.add(writer)
         task = asyncio.current_task()
         if task is not None:
@@ -176,7 +185,12 @@ class DelayProxyThread:
 
 async def _main(listen_port: int, target: str, delay_ms: float) -> None:
     host, _, port = target.rpartition(":")
-    proxy = DelayProxy(host, int(port), delay_ms / 1000)
+
+    # One line per connection: the bench counts the handshakes a decision needed from the log.
+    def opened(count: int) -> None:
+        print(f"connection {count}", flush=True)
+
+    proxy = DelayProxy(host, int(port), delay_ms / 1000, on_connection=opened)
     await proxy.start(listen_port)
     print(f"netdelay listening on {proxy.port} -> {target}, {delay_ms:g} ms each way", flush=True)
     await asyncio.Event().wait()

@@ -41,3 +41,5 @@ def test_bench_pbxdelay_part_measures_decisions_with_and_without_a_warm_connecti
     assert on["min"] >= delay, on
     assert off["min"] >= 5 * delay, off
     assert on["p50"] < off["p50"] - 2 * delay, (on, off)
+    assert result["off"]["decisions_on_a_new_connection"] == 1
+    assert result["on"]["decisions_on_a_new_connection"] == 0

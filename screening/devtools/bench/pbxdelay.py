@@ -80,8 +80,13 @@ def start_pbx(config: SuiteConfig, workdir: Path) -> tuple[list[ChildProcess], s
     return procs, sim_url, f"https://127.0.0.1:{proxy_port}", ca
 
 
+def handshakes(proxy_log: Path) -> int:
+    """Connections the delaying proxy has carried so far (it logs one line per connection)."""
+    return proxy_log.read_bytes().count(b"connection ")
+
+
 async def measure(
-    config: SuiteConfig, deployment: Deployment, sessions: list[str], ca: Path
+    config: SuiteConfig, deployment: Deployment, sessions: list[str], ca: Path, proxy_log: Path
 ) -> dict[str, Any]:
     from screening.devtools.bench.suite import PENDING, Suite, open_operators
 
@@ -116,18 +121,22 @@ async def measure(
                             shown.clear()
                             await shown.wait()
                 await asyncio.sleep(READ_SECONDS)
+                before = handshakes(proxy_log)
                 record = await suite._post(i % deciders, call_id, pks.get(call_id))
-                records.append({**record, "warmup": i < deciders})
+                # Any connection opened while the POST ran was the decision's own.
+                cold = handshakes(proxy_log) > before
+                records.append({**record, "warmup": i < deciders, "new_connection": cold})
                 await asyncio.sleep(0.2)
             offered = await suite.sim_calls()
         finally:
             await close_clients(clients)
     to_pbx: list[float] = []
     round_trip: list[float] = []
-    errors = 0
+    errors = cold = 0
     for record in records:
         if record["warmup"]:
             continue
+        cold += record["new_connection"]
         decided_at = offered.get(record["call_id"], {}).get("decided_at")
         if record["status"] != 200 or not decided_at:
             errors += 1
@@ -137,6 +146,7 @@ async def measure(
     rtt = 2 * config.pbx_delay_ms
     out: dict[str, Any] = {
         "errors": errors,
+        "decisions_on_a_new_connection": cold,
         "post_to_pbx_accept": summarize(to_pbx),
         "post_round_trip": summarize(round_trip),
     }
@@ -176,7 +186,8 @@ def run(config: SuiteConfig, workdir: Path, sessions: list[str]) -> dict[str, An
             try:
                 gc.collect()
                 started = time.monotonic()
-                out[name] = asyncio.run(measure(config, deployment, sessions, ca))
+                proxy_log = procs[-1].log_path
+                out[name] = asyncio.run(measure(config, deployment, sessions, ca, proxy_log))
                 out[name]["seconds"] = round(time.monotonic() - started, 1)
             except BaseException:
                 for proc in [*deployment.web, *deployment.others, *procs]:

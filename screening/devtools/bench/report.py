@@ -282,6 +282,10 @@ def _pbxdelay_lines(r: dict[str, Any]) -> list[str]:
                 f"  {label + ': ' + what:<46}{s['count']:>6}{_ms(s['p50']):>9}{_ms(s['p99']):>9}"
                 f"{_ms2(t['p50']):>9}{_ms2(t['p99']):>9}"
             )
+        lines.append(
+            f"  {'':<4}decisions that opened a connection when sent: "
+            f"{row.get('decisions_on_a_new_connection', '-')}"
+        )
         if row["errors"]:
             lines.append(f"  {row['errors']} decisions failed")
     lines.append("  target: POST -> PBX has it within 1.3 round trips (p50), opened ahead")
