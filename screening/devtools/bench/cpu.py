@@ -29,10 +29,12 @@ STAGE_LINE = re.compile(
 FLOOR_APP = "pbxscreen-decide-floor"  # the floor's application_name on PostgreSQL
 
 
-def proc_cpu_seconds(pid: int) -> float | None:
-    """utime + stime of ``pid`` (all its threads), or None when it is gone or unreadable."""
+def proc_cpu_seconds(pid: int, thread: int | None = None) -> float | None:
+    """utime + stime of ``pid`` (all its threads, or only ``thread``), or None when it is gone
+    or unreadable."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
+        with open(path, "rb") as stat:
             text = stat.read().decode()
     except OSError:
         return None
@@ -60,6 +62,8 @@ class Snapshot:
     cpu: dict[str, float | None]
     roles: dict[str, str]
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
+    # the server processes' main thread: the event loop (Daphne's reactor, pbx_listen's loop)
+    loop: dict[str, float | None] = field(default_factory=dict)
 
 
 class Meter:
@@ -81,13 +85,16 @@ class Meter:
         stages = self._read_stages()
         targets = self._all()
         cpu = {t.name: proc_cpu_seconds(t.pid) for t in targets}
-        return Snapshot(time.monotonic(), cpu, {t.name: t.role for t in targets}, stages)
+        loop = {t.name: proc_cpu_seconds(t.pid, t.pid) for t in targets if t.role == "server"}
+        return Snapshot(time.monotonic(), cpu, {t.name: t.role for t in targets}, stages, loop)
 
     def after(self) -> Snapshot:
         targets = self._all()
         at = time.monotonic()
         cpu = {t.name: proc_cpu_seconds(t.pid) for t in targets}
-        return Snapshot(at, cpu, {t.name: t.role for t in targets}, self._read_stages())
+        loop = {t.name: proc_cpu_seconds(t.pid, t.pid) for t in targets if t.role == "server"}
+        roles = {t.name: t.role for t in targets}
+        return Snapshot(at, cpu, roles, self._read_stages(), loop)
 
     async def abefore(self) -> Snapshot:
         return await asyncio.to_thread(self.before)
@@ -123,6 +130,9 @@ def per_call(
             "per_call_ms": round(used * 1000 / decisions, 3),
             "net_per_call_ms": round(max(0.0, used - at_rest) * 1000 / decisions, 3),
         }
+        loop_start, loop_end = before.loop.get(name), after.loop.get(name)
+        if loop_start is not None and loop_end is not None:
+            row["loop_thread_per_call_ms"] = round((loop_end - loop_start) * 1000 / decisions, 3)
         out["processes"][name] = row
         if row["role"] == "server":
             server_total += used

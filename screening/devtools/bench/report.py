@@ -236,9 +236,11 @@ def _cpu_lines(decide: dict[str, Any], overhead: dict[str, float] | None) -> lis
             f"{c['seconds']:g} s), ms of CPU:{'per call':>12}{'net of idle':>13}",
         ]
         for name, p in c["processes"].items():
+            loop = p.get("loop_thread_per_call_ms")
             lines.append(
                 f"  {name + ' (' + p['role'] + ')':<52}{p['per_call_ms']:>12.2f}"
                 f"{p['net_per_call_ms']:>13.2f}"
+                + (f"   event-loop thread {loop:.2f}" if loop is not None else "")
             )
         floor = row.get("floor", {}).get("cpu", {})
         for name, p in floor.get("processes", {}).items():
