@@ -4,7 +4,8 @@ cpu_stages), read before and after a burst of decisions and divided by the decis
 
 Processes, by role: ``server`` (the web processes and ``pbx_listen``: what the product costs),
 ``simulator`` (the PBX), ``floor`` (the decision floor), ``database`` (PostgreSQL backends of the
-bench database that live through the whole burst) and ``redis`` (the server process, shared with
+bench database alive at the window's end; one that closed inside it is lost, and counted in
+``database_backends_missed``) and ``redis`` (the server process, shared with
 whatever else uses it on this machine). A process's CPU is utime + stime of all its threads.
 
 Reading order keeps the scrape's own cost out of the window: before a burst the stages are
@@ -118,10 +119,14 @@ def per_call(
     if decisions <= 0:
         return out
     server_total = server_net = database = 0.0
-    for name, start in before.cpu.items():
-        end = after.cpu.get(name)
+    ended = 0
+    for name in {**before.cpu, **after.cpu}:
+        start, end = before.cpu.get(name), after.cpu.get(name)
+        if start is None and end is not None and roles.get(name) == "database":
+            start = 0.0  # a backend opened inside the window: all its CPU is the window's
         if start is None or end is None:
-            continue  # a backend that came or went inside the window: not counted
+            ended += roles.get(name) == "database"  # closed inside the window: lost
+            continue
         used = end - start
         at_rest = (idle or {}).get(name, 0.0) * seconds
         row = {
@@ -140,6 +145,8 @@ def per_call(
         elif row["role"] == "database":
             database += used
     _fold_backends(out["processes"])
+    # PostgreSQL backends that closed inside the window (their CPU is gone from /proc)
+    out["database_backends_missed"] = ended
     stages: dict[str, float] = {}
     by_process: dict[str, dict[str, float]] = {}
     for name, end_stages in after.stages.items():

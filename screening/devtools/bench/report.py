@@ -252,6 +252,9 @@ def _cpu_lines(decide: dict[str, Any], overhead: dict[str, float] | None) -> lis
             f"  {'server processes, total':<52}{c['server_per_call_ms']:>12.2f}"
             f"{c['server_net_per_call_ms']:>13.2f}"
         )
+        if c.get("database_backends_missed"):
+            missed = c["database_backends_missed"]
+            lines.append(f"  ({missed} PostgreSQL backends closed inside the window: not counted)")
         if c["with_database_per_call_ms"] != c["server_per_call_ms"]:
             lines.append(
                 f"  {'  with its database backends':<52}{c['with_database_per_call_ms']:>12.2f}"
