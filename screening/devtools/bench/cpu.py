@@ -23,11 +23,12 @@ from typing import Any
 
 import requests
 
+from screening.devtools.bench.decide_floor import APP_NAME as FLOOR_APP
+
 TICKS = os.sysconf("SC_CLK_TCK")
 STAGE_LINE = re.compile(
     r'^pbxscreen_stage_cpu_seconds_total\{stage="([^"]+)"\} ([0-9.eE+-]+)$', re.MULTILINE
 )
-FLOOR_APP = "pbxscreen-decide-floor"  # the floor's application_name on PostgreSQL
 
 
 def proc_cpu_seconds(pid: int, thread: int | None = None) -> float | None:
@@ -228,9 +229,9 @@ def stage_overhead_us(entries: int = 200_000) -> dict[str, float]:
     return {"sync_entry_us": round(sync_us, 3), "async_call_us": round(async_us, 3)}
 
 
-def postgres_backends(application_name: str | None = None) -> list[tuple[str, str, int]]:
-    """The bench database's PostgreSQL backends (not this process's own): the floor's (by its
-    application_name) and the rest, the product's."""
+def postgres_backends() -> list[tuple[str, str, int]]:
+    """The bench database's PostgreSQL backends (not this thread's own) as ``(name, role,
+    pid)``; the floor's, known by their application_name, are named so."""
     from django.db import connection
 
     if connection.vendor != "postgresql":
@@ -241,12 +242,10 @@ def postgres_backends(application_name: str | None = None) -> list[tuple[str, st
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
         rows = cursor.fetchall()
-    out = []
-    for pid, app in rows:
-        floor = app == FLOOR_APP
-        if application_name is None or (application_name == FLOOR_APP) == floor:
-            out.append((f"postgres-{pid}{' (floor)' if floor else ''}", "database", int(pid)))
-    return out
+    return [
+        (f"postgres-{pid}{' (floor)' if app == FLOOR_APP else ''}", "database", int(pid))
+        for pid, app in rows
+    ]
 
 
 def redis_pid(url: str) -> int | None:
