@@ -21,6 +21,7 @@ from screening import health, metrics
 from screening.calls import presence, push, sessions
 from screening.calls.access import visible_trunks
 from screening.calls.payload import call_payload
+from screening.cpu_stages import stage
 from screening.models import OPEN_STATUSES, Call
 from screening.pbx import link
 from screening.runtime import run_blocking
@@ -260,10 +261,12 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
         if not self.closing:
             await self.send(text_data=RESYNC)
 
+    @stage("push")
     def push_now(self, event: dict[str, Any]) -> bool:
         """A push, written at once by the layer when this consumer is idle (speedups.layer)."""
         return self.closing or send_prepared(self.scope, event["text"])
 
+    @stage("push")
     async def push_message(self, event: dict[str, Any]) -> None:
         if self.closing:
             return

@@ -27,6 +27,7 @@ from screening.calls.context import note_payload
 from screening.calls.intake import handle_event
 from screening.calls.memory import ActionError
 from screening.calls.payload import call_payload
+from screening.cpu_stages import stage
 from screening.models import MAX_PK, Call
 from screening.pbx import link, trunks
 from screening.pbx.events import EventError, parse_event
@@ -76,6 +77,7 @@ def _error(status: int, message: str, **extra: Any) -> JsonResponse:
 
 
 @require_POST
+@stage("request")
 async def decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     # One hop into the database pool for the session, the user, the permissions and the claim
     # (request.auser()/ahas_perm() would each hop to a thread of their own); then the PBX request
@@ -87,6 +89,7 @@ async def decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     return JsonResponse(claimed.body, status=claimed.status)
 
 
+@stage("request")
 def _claim_request(
     request: HttpRequest, pk: int, action: str
 ) -> decide_requests.Answer | decide_requests.Claimed:

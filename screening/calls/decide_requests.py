@@ -22,6 +22,7 @@ from screening.calls import decisions, reasons, store
 from screening.calls.access import DECIDE_PERMISSION, may_decide
 from screening.calls.memory import ActionError
 from screening.calls.payload import call_payload
+from screening.cpu_stages import stage
 from screening.models import MAX_PK, Call, CallStatus, Decision
 from screening.runtime import run_blocking
 
@@ -84,6 +85,7 @@ def claim_for(
     return Claimed(decisions.claim(call, action, user=user, via=via), reason, note)
 
 
+@stage("request")
 async def complete(claimed: Claimed) -> Answer:
     """The PBX request for a won claim (in a task that outlives a client going away), the reason,
     and the answer; a lost claim is answered with its conflict."""

@@ -32,6 +32,7 @@ from django.utils.translation import gettext as _
 from screening.calls import precedent, store
 from screening.calls.outcomes import settle_outcome
 from screening.calls.payload import user_name
+from screening.cpu_stages import stage
 from screening.models import AuditKind, Call, CallStatus, DecidedBy, Decision, Rule
 from screening.pbx import answers
 from screening.pbx.client import PbxClient
@@ -63,6 +64,7 @@ async def decide(
     return await carry_out_shielded(claimed, client)
 
 
+@stage("claim")
 def claim(
     call: Call | int, decision: str, *, user: AbstractBaseUser | None = None, via: str = ""
 ) -> Call | DecideResult:
@@ -162,6 +164,7 @@ def ask_pbx(call: Call, client: PbxClient | None = None) -> answers.PbxAnswer:
     return answers.ask(call.channel_id, call.decision, call.deadline.timestamp(), client)
 
 
+@stage("finish")
 def finish(call: Call, answer: answers.PbxAnswer) -> DecideResult:
     """Step 3: record the PBX's answer to a claimed call."""
     now = timezone.now()

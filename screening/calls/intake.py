@@ -32,6 +32,7 @@ from screening.calls.context import card_context
 from screening.calls.endings import schedule_expiry
 from screening.calls.history import caller_history
 from screening.calls.numbers import normalise_for_trunk
+from screening.cpu_stages import stage
 from screening.models import (
     AuditKind,
     Call,
@@ -103,6 +104,7 @@ class Received:
     look_up: bool = False
 
 
+@stage("intake")
 def receive_call(event: IncomingCall, *, via: str, received_at: datetime | None = None) -> Received:
     """Record a 30016. Idempotent on the PBX's call and channel ids (webhooks are retried).
 

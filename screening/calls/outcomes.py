@@ -15,6 +15,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from screening.calls import endings, reconcile, store
+from screening.cpu_stages import stage
 from screening.models import (
     AuditEvent,
     AuditKind,
@@ -37,6 +38,7 @@ def _locked_calls(call_id: str) -> list[Call]:
     return list(calls.filter(pbx_call_id=call_id))
 
 
+@stage("confirmations")
 def record_call_state(event: CallStateChanged) -> None:
     """30011: keep the PBX's view in the audit; a call nobody decided ends as the PBX reports it
     (routed: expired; ended in the hold: gone); what the PBX did with the call is confirmed
@@ -85,6 +87,7 @@ def record_call_state(event: CallStateChanged) -> None:
                 store.send_call_on_commit(call)
 
 
+@stage("confirmations")
 def record_cdr(event: CallDetailRecord) -> None:
     """30012: the PBX's call record, kept in the audit, ending a call nobody decided (it is
     over) and used to confirm the outcome."""

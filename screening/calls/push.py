@@ -24,6 +24,7 @@ from channels.layers import get_channel_layer
 from django.core.cache import cache
 
 from screening import health, metrics
+from screening.cpu_stages import stage
 
 log = logging.getLogger("screening.calls.push")
 
@@ -80,6 +81,7 @@ def encode(kind: str, stream: str, seq: int, payload: dict[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), default=str)
 
 
+@stage("push")
 def publish(kind: str, payload: dict[str, Any], *, stream: str = OPERATORS) -> int | None:
     """Send one message to every consumer in ``stream``; returns its sequence number, or None
     when it could not be sent (never raises: see the module docstring).
@@ -99,6 +101,7 @@ def publish(kind: str, payload: dict[str, Any], *, stream: str = OPERATORS) -> i
     return seq
 
 
+@stage("push")
 async def _timed_send(layer: Any, kind: str, stream: str, message: dict[str, Any]) -> None:
     """``group_send``, timed for the metrics: the fan-out to every socket of the stream (the
     in-memory layer writes to each local socket; Redis publishes once). A failed send is not

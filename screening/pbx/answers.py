@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from screening import health
+from screening.cpu_stages import stage
 from screening.models import CallStatus, Decision
 from screening.pbx import preopen
 from screening.pbx.client import (
@@ -60,6 +61,7 @@ def _thread_client() -> PbxClient:
     return cached[1]
 
 
+@stage("pbx")
 def ask(
     channel_id: str, decision: str, deadline: float, client: PbxClient | None = None
 ) -> PbxAnswer:

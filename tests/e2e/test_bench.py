@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +26,10 @@ RESULT_KEYS = {
     "decide_all_others_seen",
 }
 SUMMARY_KEYS = {"count", "lost", "min", "mean", "p50", "p90", "p99", "max"}
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
 def test_bench_smoke_run_writes_its_json(tmp_path: Path) -> None:
@@ -95,6 +101,30 @@ def test_bench_suite_smoke_run_writes_its_json(tmp_path: Path) -> None:
         assert row["server_share"]["count"] > 0
         assert row["post_to_pbx_accept"]["count"] > 0
         assert row["post_to_others_see_outcome"]["lost"] == 0
+        # The same rounds on the decision floor, and every figure as a ratio to it.
+        floor = row["floor"]
+        assert floor["errors"] == 0, floor
+        assert floor["post_to_others_see_outcome"]["lost"] == 0, floor
+        for key in ("post_round_trip", "post_to_pbx_accept", "post_to_others_see_outcome"):
+            assert floor[key]["count"] == row[key]["count"], (key, floor[key], row[key])
+            for p in ("p50", "p99"):
+                assert _positive(row["ratios"][key][p]), (key, p, row["ratios"])
+        # CPU per decided call: the server's, split by stage, what no stage accounts for.
+        figures = row["cpu"]
+        assert figures["decisions"] == row["decided"] > 0
+        assert _positive(figures["server_per_call_ms"]), figures
+        assert figures["processes"]["web-1"]["role"] == "server"
+        stages = figures["stages_per_call_ms"]
+        assert {"request", "claim", "pbx", "finish", "push", "intake"} <= stages.keys(), stages
+        assert all(_positive(v) for v in stages.values()), stages
+        assert sum(stages.values()) <= figures["server_per_call_ms"] + 10 * 1000 / os.sysconf(
+            "SC_CLK_TCK"
+        )  # the stages fit in the process's CPU, give or take /proc's tick
+        assert math.isfinite(figures["unaccounted_per_call_ms"])
+        assert floor["cpu"]["processes"]["decide-floor"]["role"] == "floor"
+    assert "CPU per decided call" in done.stdout
+    assert set(setup["cpu_stage_overhead_us"]) == {"sync_entry_us", "async_call_us"}
+    assert all(_positive(v) for v in setup["cpu_stage_overhead_us"].values())
     assert setup["throughput"]["steps"]
     phases = setup["login"]["phases"]
     assert list(phases) == [

@@ -123,22 +123,8 @@ def format_suite(combined: dict[str, Any]) -> str:
                     )
         lines += _context_lines(res)
         if "decide" in res:
-            lines += ["", f"{'decide (ms)':<44}{'count':>7}{'lost':>6}{'p50':>8}{'p99':>8}"]
-            for k, row in res["decide"].items():
-                for key in (
-                    "post_round_trip",
-                    "post_to_pbx_accept",
-                    "post_to_others_see_outcome",
-                    "server_share",
-                ):
-                    s = row[key]
-                    label = f"{k} concurrent: {key.replace('_', ' ')}"
-                    lines.append(
-                        f"{label:<44}{s['count']:>7}{s['lost']:>6}{_ms(s['p50']):>8}"
-                        f"{_ms(s['p99']):>8}"
-                    )
-                if row["errors"]:
-                    lines.append(f"  {row['errors']} decisions failed")
+            lines += _decide_lines(res["decide"])
+            lines += _cpu_lines(res["decide"], res.get("cpu_stage_overhead_us"))
         if "throughput" in res:
             t = res["throughput"]
             lines += ["", f"throughput, {t['operators']} operators, {t['step_seconds']:g} s steps:"]
@@ -201,6 +187,98 @@ def format_suite(combined: dict[str, Any]) -> str:
                 f"(total/N {m['total_per_connection_kb']:.1f} KB)",
             ]
     return "\n".join(lines)
+
+
+DECIDE_FIGURES = (
+    "post_round_trip",
+    "post_to_pbx_accept",
+    "post_to_others_see_outcome",
+    "server_share",
+)
+
+
+def _ratio(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _decide_lines(decide: dict[str, Any]) -> list[str]:
+    """The product's decide figures beside the decision floor's, and their ratios."""
+    lines = [
+        "",
+        f"{'decide (ms)':<44}{'count':>7}{'lost':>6}{'p50':>8}{'p99':>8}"
+        f"{'floor p50':>11}{'floor p99':>11}{'ratio p50':>11}{'ratio p99':>11}",
+    ]
+    for k, row in decide.items():
+        floor, ratios = row.get("floor", {}), row.get("ratios", {})
+        for key in DECIDE_FIGURES:
+            s, f, r = row[key], floor.get(key, {}), ratios.get(key, {})
+            label = f"{k} concurrent: {key.replace('_', ' ')}"
+            lines.append(
+                f"{label:<44}{s['count']:>7}{s['lost']:>6}{_ms(s['p50']):>8}{_ms(s['p99']):>8}"
+                f"{_ms(f.get('p50')):>11}{_ms(f.get('p99')):>11}"
+                f"{_ratio(r.get('p50')):>11}{_ratio(r.get('p99')):>11}"
+            )
+        if row["errors"]:
+            lines.append(f"  {row['errors']} decisions failed")
+        if floor.get("errors"):
+            lines.append(f"  {floor['errors']} floor decisions failed")
+    return lines
+
+
+def _cpu_lines(decide: dict[str, Any], overhead: dict[str, float] | None) -> list[str]:
+    """CPU per decided call: per process, the server's total and its split by stage."""
+    lines: list[str] = []
+    for k, row in decide.items():
+        c = row.get("cpu")
+        if not c or not c.get("decisions"):
+            continue
+        lines += [
+            "",
+            f"CPU per decided call, {k} concurrent ({c['decisions']} decisions in "
+            f"{c['seconds']:g} s), ms of CPU:{'per call':>12}{'net of idle':>13}",
+        ]
+        for name, p in c["processes"].items():
+            loop = p.get("loop_thread_per_call_ms")
+            lines.append(
+                f"  {name + ' (' + p['role'] + ')':<52}{p['per_call_ms']:>12.2f}"
+                f"{p['net_per_call_ms']:>13.2f}"
+                + (f"   event-loop thread {loop:.2f}" if loop is not None else "")
+            )
+        floor = row.get("floor", {}).get("cpu", {})
+        for name, p in floor.get("processes", {}).items():
+            lines.append(
+                f"  floor run: {name + ' (' + p['role'] + ')':<41}{p['per_call_ms']:>12.2f}"
+                f"{p['net_per_call_ms']:>13.2f}"
+            )
+        lines.append(
+            f"  {'server processes, total':<52}{c['server_per_call_ms']:>12.2f}"
+            f"{c['server_net_per_call_ms']:>13.2f}"
+        )
+        if c.get("database_backends_missed"):
+            missed = c["database_backends_missed"]
+            lines.append(f"  ({missed} PostgreSQL backends closed inside the window: not counted)")
+        if c["with_database_per_call_ms"] != c["server_per_call_ms"]:
+            lines.append(
+                f"  {'  with its database backends':<52}{c['with_database_per_call_ms']:>12.2f}"
+            )
+        ratio = row.get("ratios", {}).get("cpu_per_call")
+        if ratio is not None:
+            lines.append(f"  {'  ratio to the floor (process and backends)':<52}{ratio:>12.2f}")
+        stages = ", ".join(f"{s} {v:.2f}" for s, v in c["stages_per_call_ms"].items())
+        lines.append(
+            f"  by stage: {stages or '-'}; unaccounted {c['unaccounted_per_call_ms']:.2f} "
+            f"(net of idle {c['unaccounted_net_per_call_ms']:.2f})"
+        )
+        for name, split in c.get("stages_by_process_ms", {}).items():
+            if split:
+                parts = ", ".join(f"{s} {v:.2f}" for s, v in split.items())
+                lines.append(f"    {name}: {parts}")
+    if overhead and lines:
+        lines.append(
+            f"  (a stage costs {overhead['sync_entry_us']:.2f} us per entry, "
+            f"{overhead['async_call_us']:.2f} us per async call, in the bench process)"
+        )
+    return lines
 
 
 def _context_lines(res: dict[str, Any]) -> list[str]:

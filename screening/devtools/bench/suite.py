@@ -7,7 +7,9 @@ PostgreSQL, two web processes with the operators split between them and one ``pb
    floor, the same N clients on a raw ``websockets`` broadcast server, right after, same payload;
 2. decide: POST accept -> the simulator has ``accept_inbound`` (its own ``decided_at`` stamp) and
    -> the other operators see *accepted*, with 1 and 20 concurrent deciders; the server's share is
-   the POST round trip minus the server's own ``pbx_round_trip_ms``;
+   the POST round trip minus the server's own ``pbx_round_trip_ms``. Then the same rounds against
+   the decision floor (``decide_floor.py``) in the same run, each figure's p50 and p99 as a ratio
+   to it, and the CPU per decided call of every process, split by stage (``cpu.py``);
 3. throughput: a short ramp of call rates with 200 operators, until push p99 > 100 ms or a loss;
 4. memory: the web processes' RSS before and with the largest N connected;
 5. login: decisions while a flood of logins comes in, from one address and from many
@@ -40,7 +42,7 @@ from django.core.management import call_command
 from django.db import transaction
 
 from screening.calls.roles import setup_roles
-from screening.devtools.bench import harness
+from screening.devtools.bench import cpu, harness
 from screening.devtools.bench.stats import summarize
 from screening.devtools.bench.wsclients import Client, close_clients, open_clients, raise_fd_limit
 from screening.devtools.procs import ChildProcess
@@ -51,6 +53,12 @@ SIM_ID, SIM_SECRET = "pbxscreen-bench", "pbxscreen-bench-secret"
 CSRF = "benchcsrftokenbenchcsrftoken0123"  # 32 chars: Django accepts an unmasked secret
 SIM_ARGS = ("--client-id", SIM_ID, "--client-secret", SIM_SECRET)
 P99_LIMIT_MS = 100.0
+DECIDE_FIGURES = (
+    "post_round_trip",
+    "post_to_pbx_accept",
+    "post_to_others_see_outcome",
+    "server_share",
+)
 
 
 @dataclass
@@ -62,6 +70,11 @@ class SuiteConfig:
     decide_operators: int = 20
     decide_concurrency: list[int] = field(default_factory=lambda: [1, 20])
     decide_rounds: int = 10
+    idle_seconds: float = 3.0  # how long the decide part watches the processes at rest (CPU)
+    # After a decision the simulator rings (up to 1.5 s), talks (up to 5 s), then sends the CDR:
+    # the CPU window opens and closes this long after the rounds, so each follow-up event counted
+    # belongs to a measured call.
+    settle_seconds: float = 7.0
     throughput_operators: int = 200
     rates: list[float] = field(default_factory=lambda: [5, 10, 20, 30, 40, 60])
     step_seconds: float = 5.0
@@ -139,6 +152,22 @@ class Deployment:
     web: list[ChildProcess]
     others: list[ChildProcess]
     web_command: str
+    listener_metrics_url: str | None = None  # the scale-out pbx_listen's /metrics
+
+    def cpu_targets(self) -> list[cpu.Target]:
+        """The processes whose CPU the decide part reads: the server's, then the simulator."""
+        targets = [
+            cpu.Target(p.name, "server", p.process.pid, f"{url}/metrics")
+            for p, url in zip(self.web, self.web_urls, strict=True)
+        ]
+        for proc in self.others:
+            if proc.name == "listener":
+                targets.append(
+                    cpu.Target(proc.name, "server", proc.process.pid, self.listener_metrics_url)
+                )
+            else:
+                targets.append(cpu.Target(proc.name, proc.name, proc.process.pid))
+        return targets
 
     def stop(self) -> None:
         for proc in [*self.web, *self.others]:
@@ -176,6 +205,7 @@ def deploy(
             # The login flood comes "from many addresses" through X-Forwarded-For, as via nginx.
             env["PROXY_HEADERS"] = "true"
         web: list[ChildProcess] = []
+        listener_metrics = None
         if config.setup == "embedded":
             port = harness.free_port()
             web.append(start_proc("web-1", [*manage, "serve", "--port", str(port)], env, workdir))
@@ -183,7 +213,10 @@ def deploy(
         else:
             env["REDIS_URL"] = harness.REDIS_BENCH_URL
             harness.flush_redis(harness.REDIS_BENCH_URL)
-            procs.append(start_proc("listener", [*manage, "pbx_listen"], env, workdir))
+            metrics_port = harness.free_port()
+            listen = [*manage, "pbx_listen", "--metrics-port", str(metrics_port)]
+            procs.append(start_proc("listener", listen, env, workdir))
+            listener_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
             ports = [harness.free_port(), harness.free_port()]
             no_listener = _serve_has_no_listener_flag()
             for i, port in enumerate(ports, 1):
@@ -204,7 +237,7 @@ def deploy(
             return all(s["pbx_link"]["state"] == "up" for s in states)
 
         _wait("web processes linked to the PBX", linked, [*procs, *web])
-        return Deployment(sim_url, urls, web, procs, how)
+        return Deployment(sim_url, urls, web, procs, how, listener_metrics)
     except BaseException:
         for proc in procs:
             print(f"bench: {proc.name} log tail:\n{proc.tail()}", file=sys.stderr)
@@ -223,6 +256,26 @@ def start_floor(workdir: Path) -> tuple[ChildProcess, str]:
 
     _wait("floor server", up, [floor])
     return floor, f"ws://127.0.0.1:{port}"
+
+
+@dataclass
+class DecideFloor:
+    proc: ChildProcess
+    url: str  # HTTP: the decisions and the control requests
+    ws_url: str  # the operators' sockets
+
+
+def start_decide_floor(workdir: Path, sim_url: str) -> DecideFloor:
+    """The decision floor (decide_floor.py) on the setup's database (``DATABASE_URL``) and PBX."""
+    port, ws_port = harness.free_port(), harness.free_port()
+    cmd = [sys.executable, "-m", "screening.devtools.bench.decide_floor", str(port), str(ws_port)]
+    floor = start_proc("decide-floor", [*cmd, sim_url, SIM_ID, SIM_SECRET], {}, workdir)
+
+    def up() -> bool:
+        return b"decide floor listening" in floor.log_path.read_bytes()
+
+    _wait("decision floor", up, [floor])
+    return DecideFloor(floor, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{ws_port}")
 
 
 # --- operators ------------------------------------------------------------------------------
@@ -298,8 +351,11 @@ def latencies(
 
 
 class Suite:
-    def __init__(self, config: SuiteConfig, deployment: Deployment, sessions: list[str]) -> None:
+    def __init__(
+        self, config: SuiteConfig, deployment: Deployment, sessions: list[str], workdir: Path
+    ) -> None:
         self.config = config
+        self.workdir = workdir
         self.dep = deployment
         self.sessions = sessions
         self.http: aiohttp.ClientSession
@@ -308,8 +364,14 @@ class Suite:
         self.quiet_at = 0.0  # monotonic time when the push calls made so far have all expired
         self.callers: list[str] = []  # when set, calls come from these numbers (push_context)
         self.context_callers: list[str] = []
+        self.decide_template = ""  # a product push of an accepted call, for the decision floor
+        self.floor_channels: dict[str, str] = {}
 
     async def inject(self) -> str:
+        return (await self.inject_held())[0]
+
+    async def inject_held(self) -> tuple[str, str]:
+        """A call offered at the simulator: its call id and the channel id the PBX holds."""
         self.injected += 1
         caller = (
             self.callers[self.injected % len(self.callers)]
@@ -319,7 +381,8 @@ class Suite:
         body = {"from": caller, "to": CALLED, "trunk_name": TRUNK}
         async with self.http.post(f"{self.dep.sim_url}/_sim/calls", json=body) as response:
             response.raise_for_status()
-            return str((await response.json())["call_id"])
+            answer = await response.json()
+        return str(answer["call_id"]), str(answer["channel_id"])
 
     async def sim_calls(self) -> dict[str, dict[str, Any]]:
         async with self.http.get(f"{self.dep.sim_url}/_sim/calls") as response:
@@ -349,10 +412,7 @@ class Suite:
                 out["push_context"] = await self.push_context(self.config.context_operators)
                 _collect()
             if "decide" in self.config.parts:
-                out["decide"] = {}
-                for k in self.config.decide_concurrency:
-                    out["decide"][str(k)] = await self.decide(k)
-                    _collect()
+                out["decide"] = await self.decide_part()
             if "throughput" in self.config.parts:
                 out["throughput"] = await self.throughput()
                 _collect()
@@ -483,78 +543,172 @@ class Suite:
         }
 
     async def decide(self, k: int) -> dict[str, Any]:
-        cfg = self.config
-        n = max(cfg.decide_operators, k)
-        rounds = cfg.decide_rounds if k == 1 else max(1, cfg.decide_rounds // 2)
+        """Rounds of K calls decided at once by K operators of N, on the product; the CPU every
+        process spent over the measured rounds, per decided call."""
+        n = max(self.config.decide_operators, k)
+        rounds = self._decide_rounds(k)
         print(f"bench: decide, {k} concurrent of {n} operators, {rounds} rounds", flush=True)
-        seen: dict[tuple[str, str], dict[int, float]] = {}
-        pks: dict[str, int] = {}
-        changed = asyncio.Event()
-
-        def on_frame(index: int, at: float, text: str) -> None:
-            if '"type":"call"' not in text[:40]:
-                return
-            call = json.loads(text)["call"]
-            pks[str(call["call_id"])] = call["id"]
-            seen.setdefault((str(call["call_id"]), call["status"]), {}).setdefault(index, at)
-            changed.set()
-
-        async def wait_all(call_id: str, status: str) -> None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(cfg.timeout):
-                    while len(seen.get((call_id, status), {})) < n:
-                        changed.clear()
-                        await changed.wait()
-
-        clients = await open_operators(self.dep, self.sessions[:n], on_frame=on_frame)
-        records: list[dict[str, Any]] = []
+        tally = _Sightings(n, self.config.timeout)
+        targets = self.dep.cpu_targets()
+        if self.config.setup == "scaleout":
+            pid = await asyncio.to_thread(cpu.redis_pid, harness.REDIS_BENCH_URL)
+            if pid is not None:
+                targets.append(cpu.Target("redis-server (shared)", "redis", pid))
+        meter = cpu.Meter(targets, self._database_pids(product=True))
+        clients = await open_operators(self.dep, self.sessions[:n], on_frame=tally.on_frame)
         try:
             await asyncio.sleep(0.5)
-            for _ in range(rounds + 1):  # the first round warms up
-                ids = [await self.inject() for _ in range(k)]
-                await asyncio.gather(*(wait_all(cid, PENDING) for cid in ids))
-                posts = [self._post(i, cid, pks.get(cid)) for i, cid in enumerate(ids)]
-                batch = await asyncio.gather(*posts)
-                await asyncio.gather(*(wait_all(cid, FINAL) for cid in ids))
-                records.append({"warmup": not records, "calls": batch})
-                await asyncio.sleep(0.3)
+            idle = await self._idle(meter)
+            records, spent = await self._decide_rounds_on(
+                k, rounds, tally, meter, self.inject, self._post
+            )
             offered = await self.sim_calls()
         finally:
             await close_clients(clients)
-        http, share, to_pbx, others = [], [], [], []
-        errors = lost = 0
-        for rec in records[1:]:
-            for call in rec["calls"]:
-                if call["status"] != 200 or call["rtt_ms"] is None:
-                    errors += 1
-                    continue
-                elapsed = (call["ended"] - call["started"]) * 1000
-                http.append(elapsed)
-                share.append(elapsed - call["rtt_ms"])
-                decided_at = offered.get(call["call_id"], {}).get("decided_at")
-                if decided_at:
-                    to_pbx.append((decided_at - call["started"]) * 1000)
-                by_client = seen.get((call["call_id"], FINAL), {})
-                for i in range(n):
-                    if i == call["decider"]:
-                        continue
-                    at = by_client.get(i)
-                    if at is None:
-                        lost += 1
-                    else:
-                        others.append((at - call["started"]) * 1000)
-        return {
-            "operators": n,
-            "concurrent": k,
-            "errors": errors,
-            "post_round_trip": summarize(http),
-            "post_to_pbx_accept": summarize(to_pbx),
-            "post_to_others_see_outcome": summarize(others, lost=lost),
-            "server_share": summarize(share),
-        }
+        self.decide_template = self.decide_template or tally.accepted_text
+        result = {"operators": n, "concurrent": k, **_decide_figures(records, tally, offered, n)}
+        before, after = spent
+        result["cpu"] = cpu.per_call(before, after, result["decided"], idle)
+        return result
 
-    async def _post(self, decider: int, call_id: str, pk: int | None) -> dict[str, Any]:
-        base = self.dep.web_urls[decider % len(self.dep.web_urls)]
+    async def floor_decide(self, k: int, floor: DecideFloor) -> dict[str, Any]:
+        """The same rounds against the decision floor (decide_floor.py): same simulator, same
+        database engine, same N client sockets, same POSTs."""
+        n = max(self.config.decide_operators, k)
+        rounds = self._decide_rounds(k)
+        print(f"bench: decide floor, {k} concurrent of {n} operators, {rounds} rounds", flush=True)
+        tally = _Sightings(n, self.config.timeout)
+        product = [t for t in self.dep.cpu_targets() if t.role == "server"]
+        targets = [
+            cpu.Target("decide-floor", "floor", floor.proc.process.pid),
+            *[t for t in self.dep.cpu_targets() if t.role == "simulator"],
+            # The product records the injected calls and their follow-up events too (see
+            # decide_floor.py): its CPU meanwhile is shown, as interference, not as floor work.
+            *[cpu.Target(t.name, "product (interference)", t.pid) for t in product],
+        ]
+        meter = cpu.Meter(targets, self._database_pids(product=False))
+        await self._floor_control(floor, "sessions", {"sessions": self.sessions[:n]})
+        if self.decide_template:
+            await self._floor_control(floor, "template", {"text": self.decide_template})
+        clients = await open_clients([floor.ws_url + "/"] * n, on_frame=tally.on_frame)
+
+        async def inject() -> str:
+            call_id, channel_id = await self.inject_held()
+            self.floor_channels[call_id] = channel_id
+            return call_id
+
+        async def post(decider: int, call_id: str, pk: int | None) -> dict[str, Any]:
+            return await self._post(decider, call_id, pk, base=floor.url)
+
+        async def announce(ids: list[str]) -> None:
+            # Let the product's listener finish recording these calls before anything is timed.
+            await asyncio.sleep(0.2)
+            for call_id in ids:
+                body = {"call_id": call_id, "channel_id": self.floor_channels[call_id]}
+                await self._floor_control(floor, "calls", body)
+
+        try:
+            await asyncio.sleep(0.5)
+            idle = await self._idle(meter)
+            records, spent = await self._decide_rounds_on(
+                k, rounds, tally, meter, inject, post, announce
+            )
+            offered = await self.sim_calls()
+        finally:
+            await close_clients(clients)
+        result = {"operators": n, "concurrent": k, **_decide_figures(records, tally, offered, n)}
+        before, after = spent
+        result["cpu"] = cpu.per_call(before, after, result["decided"], idle)
+        return result
+
+    async def decide_part(self) -> dict[str, Any]:
+        """The product's rounds for every K first, then the floor's: the floor's calls, which
+        the product records as well, never land in the middle of the product's rounds."""
+        out: dict[str, Any] = {}
+        for k in self.config.decide_concurrency:
+            out[str(k)] = await self.decide(k)
+            _collect()
+        floor = await asyncio.to_thread(start_decide_floor, self.workdir, self.dep.sim_url)
+        try:
+            for k in self.config.decide_concurrency:
+                row = out[str(k)]
+                row["floor"] = await self.floor_decide(k, floor)
+                row["ratios"] = {
+                    key: {p: _ratio(row[key][p], row["floor"][key][p]) for p in ("p50", "p99")}
+                    for key in DECIDE_FIGURES
+                }
+                mine, theirs = row["cpu"], row["floor"]["cpu"]
+                row["ratios"]["cpu_per_call"] = _ratio(
+                    mine.get("with_database_per_call_ms"), _floor_cpu_per_call(theirs)
+                )
+                _collect()
+        finally:
+            floor.proc.stop()
+        return out
+
+    def _decide_rounds(self, k: int) -> int:
+        return self.config.decide_rounds if k == 1 else max(1, self.config.decide_rounds // 2)
+
+    async def _idle(self, meter: cpu.Meter) -> dict[str, float]:
+        """Each process's CPU per second at rest, over a short quiet spell once the operators'
+        connections (their snapshots) are done with."""
+        await asyncio.sleep(min(1.0, self.config.idle_seconds))
+        before = await meter.abefore()
+        await asyncio.sleep(self.config.idle_seconds)
+        return cpu.idle_rates(before, await meter.aafter())
+
+    async def _decide_rounds_on(
+        self,
+        k: int,
+        rounds: int,
+        tally: _Sightings,
+        meter: cpu.Meter,
+        inject: Any,
+        post: Any,
+        announce: Any = None,
+    ) -> tuple[list[dict[str, Any]], tuple[cpu.Snapshot, cpu.Snapshot]]:
+        """A warm-up round, then ``rounds`` measured ones: inject K calls, wait until every
+        operator has them pending, K POSTs at once, wait until everyone sees the outcome. The
+        CPU snapshots bracket the measured rounds."""
+        records: list[dict[str, Any]] = []
+        before = after = None
+        for i in range(rounds + 1):  # the first round warms up
+            if i == 1:
+                await asyncio.sleep(self.config.settle_seconds)  # the warm-up's follow-ups
+                before = await meter.abefore()
+            ids = [await inject() for _ in range(k)]
+            if announce is not None:
+                await announce(ids)
+            await asyncio.gather(*(tally.wait_all(cid, PENDING) for cid in ids))
+            posts = [post(j, cid, tally.pks.get(cid)) for j, cid in enumerate(ids)]
+            batch = await asyncio.gather(*posts)
+            await asyncio.gather(*(tally.wait_all(cid, FINAL) for cid in ids))
+            records.append({"warmup": not records, "calls": batch})
+            if i == rounds:
+                await asyncio.sleep(self.config.settle_seconds)
+                after = await meter.aafter()
+            await asyncio.sleep(0.3)
+        if before is None or after is None:  # no measured round: an empty window
+            before = after = await meter.abefore()
+        return records, (before, after)
+
+    def _database_pids(self, *, product: bool) -> Any:
+        """The PostgreSQL backends of the product's connections, or of the floor's."""
+
+        def pids() -> list[tuple[str, str, int]]:
+            return [b for b in cpu.postgres_backends() if ("(floor)" in b[0]) != product]
+
+        return pids
+
+    async def _floor_control(self, floor: DecideFloor, what: str, body: dict[str, Any]) -> Any:
+        async with self.http.post(f"{floor.url}/_floor/{what}", json=body) as response:
+            response.raise_for_status()
+            return await response.json()
+
+    async def _post(
+        self, decider: int, call_id: str, pk: int | None, base: str | None = None
+    ) -> dict[str, Any]:
+        base = base or self.dep.web_urls[decider % len(self.dep.web_urls)]
         headers = {
             "Cookie": f"sessionid={self.sessions[decider]}; csrftoken={CSRF}",
             "X-CSRFToken": CSRF,
@@ -611,6 +765,82 @@ class Suite:
         return {"operators": n, "step_seconds": cfg.step_seconds, "max_rate": best, "steps": steps}
 
 
+class _Sightings:
+    """When each of N clients first saw each (call, status); the pks the pushes carry."""
+
+    def __init__(self, n: int, timeout: float) -> None:
+        self.n = n
+        self.timeout = timeout
+        self.seen: dict[tuple[str, str], dict[int, float]] = {}
+        self.pks: dict[str, int] = {}
+        self.accepted_text = ""
+        self.changed = asyncio.Event()
+
+    def on_frame(self, index: int, at: float, text: str) -> None:
+        if '"type":"call"' not in text[:40]:
+            return
+        call = json.loads(text)["call"]
+        self.pks[str(call["call_id"])] = call["id"]
+        if call["status"] == FINAL and not self.accepted_text:
+            self.accepted_text = text
+        self.seen.setdefault((str(call["call_id"]), call["status"]), {}).setdefault(index, at)
+        self.changed.set()
+
+    async def wait_all(self, call_id: str, status: str) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.timeout):
+                while len(self.seen.get((call_id, status), {})) < self.n:
+                    self.changed.clear()
+                    await self.changed.wait()
+
+
+def _decide_figures(
+    records: list[dict[str, Any]], tally: _Sightings, offered: dict[str, Any], n: int
+) -> dict[str, Any]:
+    http, share, to_pbx, others = [], [], [], []
+    errors = lost = 0
+    for rec in records[1:]:
+        for call in rec["calls"]:
+            if call["status"] != 200 or call["rtt_ms"] is None:
+                errors += 1
+                continue
+            elapsed = (call["ended"] - call["started"]) * 1000
+            http.append(elapsed)
+            share.append(elapsed - call["rtt_ms"])
+            decided_at = offered.get(call["call_id"], {}).get("decided_at")
+            if decided_at:
+                to_pbx.append((decided_at - call["started"]) * 1000)
+            by_client = tally.seen.get((call["call_id"], FINAL), {})
+            for i in range(n):
+                if i == call["decider"]:
+                    continue
+                at = by_client.get(i)
+                if at is None:
+                    lost += 1
+                else:
+                    others.append((at - call["started"]) * 1000)
+    return {
+        "errors": errors,
+        "decided": len(http),
+        "post_round_trip": summarize(http),
+        "post_to_pbx_accept": summarize(to_pbx),
+        "post_to_others_see_outcome": summarize(others, lost=lost),
+        "server_share": summarize(share),
+    }
+
+
+def _ratio(product: float | None, floor: float | None) -> float | None:
+    if product is None or not floor:
+        return None
+    return round(product / floor, 2)
+
+
+def _floor_cpu_per_call(figures: dict[str, Any]) -> float | None:
+    """The floor's own CPU per decided call (its process and its database backends)."""
+    rows = [r for r in figures.get("processes", {}).values() if r["role"] in ("floor", "database")]
+    return round(sum(r["per_call_ms"] for r in rows), 3) if rows else None
+
+
 def _median(values: list[float]) -> float | None:
     if not values:
         return None
@@ -656,6 +886,8 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         from screening.devtools.bench import intake
 
         measured["intake"] = intake.measure_intake(config.intake_calls)
+    if "decide" in config.parts:  # before the servers start: the bench's own cost per stage
+        measured["cpu_stage_overhead_us"] = cpu.stage_overhead_us()
     if config.needs_server:
         context_callers: list[str] = []
         if "push_context" in config.parts:
@@ -713,7 +945,7 @@ def _run_parts(
         gc.freeze()  # Django and setup objects: never scanned again
         gc.disable()  # see _collect()
         try:
-            suite = Suite(config, deployment, sessions)
+            suite = Suite(config, deployment, sessions, workdir)
             suite.context_callers = context_callers
             return asyncio.run(suite.run(floor_url))
         finally:

@@ -264,6 +264,8 @@ class Command(BaseCommand):
                 decide_rounds=1,
                 decide_operators=3,
                 decide_concurrency=[1, 2],
+                idle_seconds=0.3,
+                settle_seconds=0.0,
                 throughput_operators=3,
                 rates=[2.0],
                 step_seconds=1.0,
