@@ -7,9 +7,13 @@ from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pbxscreen.settings")
 
-from django.core.asgi import get_asgi_application
+import django
 
-django_http: Any = get_asgi_application()  # sets Django up before anything imports models
+django.setup(set_prefix=False)  # as get_asgi_application(), before anything imports models
+
+from screening.speedups.middleware import asgi_handler  # noqa: E402
+
+django_http: Any = asgi_handler()  # Django's ASGIHandler (inline middleware: screening/speedups)
 
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402

@@ -235,6 +235,17 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# ModelBackend, with the signed-in user and their permissions kept per process under a generation
+# in the shared cache (screening/authcache.py): no user or permission query on a request, and a
+# change of access still seen at once by every process. ModelBackend itself stays listed so that
+# sessions signed in through it stay valid.
+AUTHENTICATION_BACKENDS = [
+    "screening.authcache.CachedModelBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Sessions are read from the shared cache (Redis when scaled out) and written through to the
+# database: no session query on a request. Logging out deletes both, in every process at once.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"

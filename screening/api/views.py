@@ -4,12 +4,13 @@ the work, serialize. Every answer is JSON: 400 with the errors per field, 401 wi
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django import forms
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION
-from django.http import Http404, QueryDict
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
@@ -148,9 +149,43 @@ class CallDecide(APIView):
             request.user, pk, self.action, lambda: fields, via=changes.via(request)
         )
         if isinstance(claimed, decide_requests.Claimed):
-            # The PBX request runs on the server's event loop, in a task that outlives us.
+            if getattr(request, _COMPLETES_ON_LOOP, False):
+                return _Claimed(claimed)  # decide_view completes it on the event loop
+            # Called synchronously (no event loop of ours): the PBX request runs on the
+            # server's loop, in a task that outlives us.
             claimed = async_to_sync(decide_requests.complete)(claimed)
         return Response(claimed.body, status=claimed.status)
+
+
+_COMPLETES_ON_LOOP = "_pbxscreen_completes_on_loop"
+
+
+class _Claimed(Response):
+    """A won claim, answered once ``decide_view`` has carried it out."""
+
+    def __init__(self, claimed: decide_requests.Claimed) -> None:
+        super().__init__(None, status=202)
+        self.claimed = claimed
+
+
+def decide_view(action: str) -> Any:
+    """``CallDecide`` for one action, as an async view: DRF's authentication, permissions and
+    parsing and the claim run where Django runs a sync view (its sync thread), the PBX request
+    and its answer on the event loop, so an API decision no longer holds that one thread while
+    the PBX answers (which made a process's API decisions wait for each other)."""
+    view = CallDecide.as_view(action=action)
+    claim = sync_to_async(view, thread_sensitive=True)
+
+    async def decide(request: HttpRequest, pk: int) -> HttpResponse:
+        setattr(request, _COMPLETES_ON_LOOP, True)
+        response = await claim(request, pk=pk)
+        if isinstance(response, _Claimed):
+            answer = await decide_requests.complete(response.claimed)
+            response.data, response.status_code = answer.body, answer.status
+        return response
+
+    functools.update_wrapper(decide, view)  # cls, initkwargs, csrf_exempt: as DRF's view
+    return decide
 
 
 def _fields(request: Request) -> dict[str, Any]:

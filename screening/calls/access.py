@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group, Permission
 from django.db.models import Q, QuerySet
 
+from screening import authcache
 from screening.calls import push
 from screening.models import Trunk
 
@@ -24,7 +25,8 @@ def stream_for_trunk(trunk: Trunk) -> str:
 def _group_ids(user: AbstractBaseUser) -> list[int]:
     if user.is_superuser:
         return list(Group.objects.values_list("pk", flat=True))
-    return list(user.groups.values_list("pk", flat=True))
+    kept = authcache.group_ids(user)  # read with the user, under the shared generation
+    return kept if kept is not None else list(user.groups.values_list("pk", flat=True))
 
 
 def streams_for(user: AbstractBaseUser) -> list[str]:
@@ -42,6 +44,9 @@ def may_decide(user: AbstractBaseUser, trunk: Trunk) -> bool:
         return False
     if trunk.operator_group_id is None or user.is_superuser:
         return True
+    kept = authcache.group_ids(user)
+    if kept is not None:
+        return trunk.operator_group_id in kept
     return user.groups.filter(pk=trunk.operator_group_id).exists()
 
 

@@ -66,7 +66,7 @@ def append(rows: Sequence[AuditEvent]) -> None:
     caller's, or one of its own)."""
     if not rows:
         return
-    advance, close, _ = _head_sql()
+    advance = _head_sql()[0]
     with transaction.atomic(savepoint=False):
         _give_tokens(rows)
         with connection.cursor() as cursor:
@@ -80,8 +80,47 @@ def append(rows: Sequence[AuditEvent]) -> None:
             for seq, row in enumerate(rows, start=last - len(rows) + 1):
                 row.chain_seq = seq
                 row.chain_hash = previous = row_hash(seq, previous, _row_content(row))
-            AuditEvent.objects.bulk_create(rows)
-            cursor.execute(close, [previous])
+            _insert(cursor, rows, previous)
+
+
+# The columns ``_insert`` writes: every concrete one but the id, which the database assigns.
+_COLUMNS = tuple(f for f in AuditEvent._meta.concrete_fields if not f.primary_key)
+
+
+def _insert_sql(count: int, vendor: str) -> str:
+    """The rows' INSERT, and on PostgreSQL the head's new hash in the same statement (one round
+    trip less on every state change); SQLite, in process, takes the two statements."""
+    names = ", ".join(connection.ops.quote_name(f.column) for f in _COLUMNS)
+    one = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+    insert = f"INSERT INTO {table(AuditEvent)} ({names}) VALUES {', '.join([one] * count)}"  # noqa: S608
+    if vendor != "postgresql":
+        return f"{insert} RETURNING id"
+    head = table(AuditChainHead)
+    return (
+        f"WITH added AS ({insert} RETURNING id), "  # noqa: S608
+        f"closed AS (UPDATE {head} SET hash = %s WHERE id = 1) "
+        "SELECT id FROM added ORDER BY id"
+    )
+
+
+def _insert(cursor: Any, rows: Sequence[AuditEvent], last_hash: str) -> None:
+    """Insert the chained ``rows`` as one fixed statement (building the ORM's INSERT costs more
+    Python than the statement takes to run, on every state change) and set the head's hash."""
+    params: list[Any] = []
+    for row in rows:
+        for field in _COLUMNS:
+            params.append(field.get_db_prep_save(field.pre_save(row, True), connection))
+    vendor = connection.vendor
+    if vendor == "postgresql":
+        params.append(last_hash)
+    cursor.execute(_insert_sql(len(rows), vendor), params)
+    ids = [r[0] for r in cursor.fetchall()]
+    for row, pk in zip(rows, sorted(ids), strict=True):
+        row.pk = pk
+        row._state.adding = False
+        row._state.db = connection.alias
+    if vendor != "postgresql":
+        cursor.execute(_head_sql()[1], [last_hash])
 
 
 def _restore_head(cursor: Any) -> None:

@@ -8,14 +8,15 @@ result is stored on the call (``Call.context``), so every push and snapshot of i
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Q
+from django.contrib.auth import get_user_model
 
-from screening.calls import precedent
+from screening.calls import precedent, sql
 from screening.calls.payload import epoch_ms, user_name
-from screening.models import CallerNote, ContactNumber
+from screening.models import CallerNote, Contact, ContactNumber
 
 NOTES_ON_CARD = 5  # newest first; older ones are on the call's page in the audit
 
@@ -25,22 +26,31 @@ def contact_for(number: str) -> dict[str, Any] | None:
     then imported, PBX and looked-up ones, then the oldest."""
     if not number:
         return None
-    rows = (
-        ContactNumber.objects.filter(normalised=number)
-        .select_related("contact")
-        .order_by("contact__source", "contact_id")[:10]
-    )
-    found = sorted(rows, key=lambda row: (_SOURCE_ORDER.get(row.contact.source, 9), row.contact_id))
-    if not found:
+    rows = sql.fetch(_contact_sql(), [number])
+    if not rows:
         return None
-    contact = found[0].contact
+    pk, name, organisation, source, note = min(
+        rows, key=lambda r: (_SOURCE_ORDER.get(r[3], 9), r[0])
+    )
     return {
-        "id": contact.pk,
-        "name": contact.name,
-        "organisation": contact.organisation,
-        "source": contact.source,
-        "note": contact.note[:500],
+        "id": pk,
+        "name": name,
+        "organisation": organisation,
+        "source": source,
+        "note": note[:500],
     }
+
+
+@functools.cache
+def _contact_sql() -> str:
+    # A fixed statement (screening.calls.sql): this runs at intake for every call.
+    contact, number = sql.table(Contact), sql.table(ContactNumber)
+    return (
+        f"SELECT c.id, c.name, c.organisation, c.source, c.note FROM {number} n "  # noqa: S608
+        f"JOIN {contact} c ON c.id = n.{sql.column(ContactNumber, 'contact')} "
+        f"WHERE n.{sql.column(ContactNumber, 'normalised')} = %s "
+        "ORDER BY c.source, c.id LIMIT 10"
+    )
 
 
 _SOURCE_ORDER = {"manual": 0, "import": 1, "pbx": 2, "lookup": 3}
@@ -60,13 +70,39 @@ def notes_for(number: str, now: datetime, limit: int = NOTES_ON_CARD) -> list[di
     """The number's notes still in force, newest first (index ``note_number_recent``)."""
     if not number:
         return []
-    notes = (
-        CallerNote.objects.filter(number=number)
-        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        .select_related("author")
-        .order_by("-created_at", "-id")[:limit]
+    rows = sql.fetch(_notes_sql(), [number, sql.param(now), limit])
+    return [
+        {
+            "id": pk,
+            "text": text,
+            "author": _author_name(author_id, first, last, username),
+            "at": epoch_ms(sql.to_datetime(created)),
+            "expires_at": epoch_ms(sql.to_datetime(expires)),
+        }
+        for pk, text, created, expires, author_id, first, last, username in rows
+    ]
+
+
+def _author_name(pk: int | None, first: str, last: str, username: str) -> str:
+    if pk is None:
+        return ""
+    return user_name(get_user_model()(pk=pk, first_name=first, last_name=last, username=username))
+
+
+@functools.cache
+def _notes_sql() -> str:
+    # A fixed statement (screening.calls.sql), as note_payload shows a note: this runs at intake.
+    notes, users = sql.table(CallerNote), sql.table(get_user_model())
+    expires = f"n.{sql.column(CallerNote, 'expires_at')}"
+    created = f"n.{sql.column(CallerNote, 'created_at')}"
+    return (
+        f"SELECT n.id, n.{sql.column(CallerNote, 'text')}, {created}, {expires}, u.id, "  # noqa: S608
+        f"u.first_name, u.last_name, u.username FROM {notes} n "
+        f"LEFT JOIN {users} u ON u.id = n.{sql.column(CallerNote, 'author')} "
+        f"WHERE n.{sql.column(CallerNote, 'number')} = %s "
+        f"AND ({expires} IS NULL OR {expires} > %s) "
+        f"ORDER BY {created} DESC, n.id DESC LIMIT %s"
     )
-    return [note_payload(note) for note in notes]
 
 
 def card_context(number: str, now: datetime) -> dict[str, Any]:

@@ -35,7 +35,10 @@ def _locked_calls(call_id: str) -> list[Call]:
     """Inside a transaction: the calls with this PBX call id (usually one), row-locked so a
     decision finishing in another thread cannot interleave, with what their push needs."""
     calls = Call.objects.select_related("trunk", "decided_by").select_for_update(of=("self",))
-    return list(calls.filter(pbx_call_id=call_id))
+    # Ordered here as Call's default ordering would (newest first): resolving that ordering
+    # against the two joins cost a quarter of building this query, for usually one row.
+    found = list(calls.filter(pbx_call_id=call_id).order_by())
+    return sorted(found, key=lambda call: call.received_at, reverse=True)
 
 
 @stage("confirmations")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,6 +49,19 @@ def call_payload(call: Call) -> dict[str, Any]:
         return _payload(call)
 
 
+@functools.cache
+def _labels(field: str, language: str) -> dict[str, str]:
+    """A choice field's labels in ``language``, built once: ``get_FOO_display`` rebuilds the
+    whole choices dict on every call, and a payload is built for every push."""
+    with translation.override(language):
+        return {str(value): str(label) for value, label in Call._meta.get_field(field).flatchoices}
+
+
+def _label(call: Call, field: str) -> str:
+    value = getattr(call, field)
+    return _labels(field, translation.get_language()).get(value, value)
+
+
 def _payload(call: Call) -> dict[str, Any]:
     return {
         "id": call.pk,
@@ -60,7 +74,7 @@ def _payload(call: Call) -> dict[str, Any]:
         "deadline": epoch_ms(call.deadline),
         "last_useful": epoch_ms(call.last_useful_moment()),
         "status": call.status,
-        "status_label": call.get_status_display(),
+        "status_label": _label(call, "status"),
         "version": call.version,
         "decision": call.decision,
         "decided_by": user_name(call.decided_by),
@@ -74,7 +88,7 @@ def _payload(call: Call) -> dict[str, Any]:
         "caller_name": call.caller_name,
         "context": call.context,
         "reason": call.reason,
-        "reason_label": call.get_reason_display() if call.reason else "",
+        "reason_label": _label(call, "reason") if call.reason else "",
         "reason_note": call.reason_note,
         "reason_editable_until": epoch_ms(reason_editable_until(call)),
         # Empty for a withheld number: nothing to note or block it under.

@@ -84,15 +84,44 @@ def record_decision(call: Any, at: datetime) -> None:
     """Inside the transaction that gave ``call`` its final status: count its decision.
 
     Calls that end undecided (expired, gone, failed) and withheld numbers count for nothing. The
-    row is locked (``SELECT … FOR UPDATE``; created first with ``INSERT … ON CONFLICT DO NOTHING``
-    if missing), so two processes finishing calls of one number at once both count."""
+    row is locked (``SELECT … FOR UPDATE``; a missing one is inserted with ``ON CONFLICT DO
+    NOTHING``), so two processes finishing calls of one number at once both count."""
     kind = _kind(call.decided_by_kind)
     if call.status not in FINAL or not call.caller_key or kind is None:
         return
-    row = _locked_row(call.caller_key, at)
     last = _last_of(call, at) if kind == "people" else None
+    rows = CallerPrecedent.objects.select_for_update()
+    row = rows.filter(number=call.caller_key).first()
+    if row is None:
+        # A first decision on the number: its row is inserted already counting it, unless
+        # another process created the row meanwhile; then that row is locked and counted in.
+        row = CallerPrecedent(number=call.caller_key, as_of=at)
+        _apply(row, call.decision, kind, call.decided_by_id, at, last)
+        if _insert_new(row):
+            return
+        row = rows.get(number=call.caller_key)
     _apply(row, call.decision, kind, call.decided_by_id, at, last)
     row.save(update_fields=_FIELDS)
+
+
+_INSERTED = tuple(f for f in CallerPrecedent._meta.concrete_fields if not f.primary_key)
+
+
+def _insert_new(row: CallerPrecedent) -> bool:
+    """INSERT ``row`` unless its number has a row already (ON CONFLICT DO NOTHING, which SQLite
+    and PostgreSQL both take); whether it was inserted. One statement where the ORM would need
+    an insert-or-nothing, a read back and an UPDATE."""
+    names = ", ".join(connection.ops.quote_name(f.column) for f in _INSERTED)
+    marks = ", ".join(["%s"] * len(_INSERTED))
+    number = connection.ops.quote_name(CallerPrecedent._meta.get_field("number").column)
+    statement = (
+        f"INSERT INTO {sql.table(CallerPrecedent)} ({names}) VALUES ({marks}) "  # noqa: S608
+        f"ON CONFLICT ({number}) DO NOTHING"
+    )
+    params = [f.get_db_prep_save(f.pre_save(row, True), connection) for f in _INSERTED]
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.rowcount == 1
 
 
 def reason_recorded(call: Any) -> None:
@@ -115,19 +144,6 @@ def _kind(decided_by_kind: str) -> str | None:
     if decided_by_kind in AUTO_KINDS:
         return "auto"
     return None
-
-
-def _locked_row(number: str, at: datetime) -> CallerPrecedent:
-    rows = CallerPrecedent.objects.select_for_update()
-    row = rows.filter(number=number).first()
-    if row is None:
-        # A first decision on the number: another process may be creating the row right now, so
-        # insert-or-nothing, then lock whichever row won.
-        CallerPrecedent.objects.bulk_create(
-            [CallerPrecedent(number=number, as_of=at)], ignore_conflicts=True
-        )
-        row = rows.get(number=number)
-    return row
 
 
 def _last_of(call: Any, at: datetime) -> dict[str, Any]:

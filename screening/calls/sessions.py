@@ -19,19 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from importlib import import_module
 from types import SimpleNamespace
 from typing import Any
 
-from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group
 from django.contrib.auth.signals import user_logged_out
+from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 from django.utils.crypto import salted_hmac
 
+from screening import authcache
 from screening.calls import presence, push
 from screening.calls.access import DECIDE_PERMISSION, deciders, operators, streams_for
 from screening.models import Trunk
@@ -80,7 +80,9 @@ def session_user(session_key: str | None) -> AbstractBaseUser | None:
     exists and is active, the password has not changed since), or None."""
     if not session_key:
         return None
-    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    # The database's copy, not the cache's: a session deleted there (``clearsessions``, by
+    # hand) ends the socket too.
+    store = DatabaseSessionStore(session_key)
     user = auth.get_user(SimpleNamespace(session=_SessionData(store.items())))  # type: ignore[arg-type]
     return user if user.is_authenticated else None
 
@@ -116,10 +118,13 @@ def notify(
     user_pks: Iterable[Any], *, trunks: bool = False, ended_session: str | None = None
 ) -> None:
     """After the current transaction commits, ask every socket of these users to check again
-    (``trunks``: and to send a new snapshot, the calls it may see having changed)."""
-    groups = sorted({user_group(pk) for pk in user_pks if pk is not None})
-    if not groups:
+    (``trunks``: and to send a new snapshot, the calls it may see having changed). Every
+    process also reads these users again on their next request (``authcache.forget``)."""
+    pks = {pk for pk in user_pks if pk is not None}
+    if not pks:
         return
+    authcache.forget(pks)
+    groups = sorted(user_group(pk) for pk in pks)
     message: dict[str, Any] = {"type": ACCESS_CHANGED, "trunks": trunks}
     if ended_session:
         message["ended_session"] = session_tag(ended_session)

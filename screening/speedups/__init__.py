@@ -21,6 +21,24 @@ NAMES: dict[str, str] = {
     "direct_push": "queue + task wake-up per socket -> a push written at once to idle sockets",
     "no_dispatch_hop": "a thread hop per push per socket -> none for handlers that need no ORM",
     "prepared_frames": "framing each push once per socket -> once per push (autobahn)",
+    "inline_middleware": "a hop to Django's one sync thread per middleware hook -> inline",
+}
+
+# With ``inline_middleware`` on, the ASGI handler builds each of these settings.MIDDLEWARE entries
+# from its inline version (middleware.py); settings keep the stock names, which Django's deploy
+# checks look for.
+INLINE_MIDDLEWARE: dict[str, str] = {
+    f"{module}.{name}": f"screening.speedups.middleware.{name}"
+    for module, name in (
+        ("django.middleware.security", "SecurityMiddleware"),
+        ("django.contrib.sessions.middleware", "SessionMiddleware"),
+        ("django.middleware.common", "CommonMiddleware"),
+        ("django.middleware.csrf", "CsrfViewMiddleware"),
+        ("django.contrib.auth.middleware", "AuthenticationMiddleware"),
+        ("screening.i18n", "LocaleMiddleware"),
+        ("django.contrib.messages.middleware", "MessageMiddleware"),
+        ("django.middleware.clickjacking", "XFrameOptionsMiddleware"),
+    )
 }
 
 # The exact versions the speedups were written and measured against (requirements.lock pins

@@ -252,3 +252,55 @@ def test_fair_lock_times_out() -> None:
     assert got == [False]
     lock.release()
     assert not lock.locked
+
+
+# --- the middleware ---------------------------------------------------------------------------
+
+
+async def _sync_thread_visits(path: str, *, inline: bool) -> tuple[int, int]:
+    """POST ``path`` (anonymous: a JSON 401) through the ASGI handler; (its status, how many times
+    the request ran work on Django's one sync thread)."""
+    from asgiref.sync import SyncToAsync
+    from django.test import AsyncClient
+    from django.test.client import AsyncClientHandler
+
+    from screening.speedups.middleware import InlineMiddlewareLoading
+
+    executor = SyncToAsync.single_thread_executor
+    visits = 0
+    submit = executor.submit
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal visits
+        visits += 1
+        return submit(*args, **kwargs)
+
+    executor.submit = counting  # type: ignore[method-assign]
+    client = AsyncClient()
+    if inline:  # the test client's handler, built as the server's asgi_handler() builds it
+
+        class Handler(InlineMiddlewareLoading, AsyncClientHandler):
+            pass
+
+        client.handler = Handler(enforce_csrf_checks=False)
+    try:
+        response = await client.post(path)
+    finally:
+        del executor.submit
+    return response.status_code, visits
+
+
+@pytest.mark.django_db(transaction=True)
+@run_async
+async def test_middleware_hooks_run_on_the_event_loop() -> None:
+    status, visits = await _sync_thread_visits("/calls/1/accept", inline=True)
+    assert status == 401
+    # What is left is the handler's own: request_started, request_finished, response.close().
+    assert visits <= 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_inline_middleware_every_hook_visits_the_sync_thread() -> None:
+    status, visits = asyncio.run(_sync_thread_visits("/calls/1/accept", inline=False))
+    assert status == 401
+    assert visits >= 15  # a hop per process_request, process_view and process_response

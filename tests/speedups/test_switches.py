@@ -36,6 +36,8 @@ def settings_under(value: str) -> subprocess.CompletedProcess[str]:
         "print(settings.CHANNEL_LAYERS['default']['BACKEND'])\n"
         "print(type(connections['default']).__module__)\n"
         "print(server_class().__module__)\n"
+        "from screening.speedups.middleware import asgi_handler\n"
+        "print(type(asgi_handler()).__name__)\n"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "pbxscreen.settings", "SPEEDUPS": value}
     env.pop("DATABASE_URL", None)  # the embedded setup, where the layer and engine are chosen
@@ -48,19 +50,21 @@ def settings_under(value: str) -> subprocess.CompletedProcess[str]:
 def test_all_speedups_on_by_default() -> None:
     done = settings_under("all")
     assert done.returncode == 0, done.stderr
-    layer, engine, server = done.stdout.split()
+    layer, engine, server, middleware = done.stdout.split()
     assert layer == "screening.speedups.layer.FastInMemoryChannelLayer"
     assert engine == "screening.speedups.backends.sqlite3.base"
     assert server == "screening.speedups.framing"
+    assert middleware == "InlineASGIHandler"
 
 
 def test_none_gives_the_stock_layer_backend_and_server() -> None:
     done = settings_under("none")
     assert done.returncode == 0, done.stderr
-    layer, engine, server = done.stdout.split()
+    layer, engine, server, middleware = done.stdout.split()
     assert layer == "channels.layers.InMemoryChannelLayer"
     assert engine == "django.db.backends.sqlite3.base"
     assert server == "daphne.server"
+    assert middleware == "ASGIHandler"
 
 
 def test_an_unknown_name_stops_the_process_with_a_clear_error() -> None:

@@ -79,3 +79,34 @@ def test_django_sqlite_starts_transactions_with_begin_through_a_cursor() -> None
     assert callable(base.SQLiteCursorWrapper.execute)
     for name in ("create_cursor", "commit", "rollback", "close"):
         assert callable(getattr(base.DatabaseWrapper, name)), name
+
+
+def test_django_middleware_hooks_the_inline_middleware_runs_on_the_loop() -> None:
+    from django.contrib.messages.storage.base import BaseStorage
+    from django.contrib.sessions.middleware import SessionMiddleware
+    from django.middleware.csrf import CsrfViewMiddleware
+    from django.utils.deprecation import MiddlewareMixin
+
+    # What inline_middleware overrides: the async path stock __call__ hands each request to.
+    assert "return self.__acall__(request)" in inspect.getsource(MiddlewareMixin.__call__)
+    assert "thread_sensitive=True" in inspect.getsource(MiddlewareMixin.__acall__)
+    # A session is only written when modified (or saved on every request).
+    source = inspect.getsource(SessionMiddleware.process_response)
+    assert "(modified or settings.SESSION_SAVE_EVERY_REQUEST) and not empty" in source
+    # Messages are only stored (and the session read) when used or added.
+    update = inspect.getsource(BaseStorage.update)
+    assert "if self.used:" in update
+    assert "elif self.added_new:" in update
+    # The CSRF check reads request.POST for a POST, before the header.
+    assert 'request.POST.get("csrfmiddlewaretoken", "")' in inspect.getsource(
+        CsrfViewMiddleware._check_token
+    )
+
+
+def test_django_builds_the_middleware_chain_from_settings() -> None:
+    from django.core.handlers.base import BaseHandler
+
+    # What InlineMiddlewareLoading relies on: the chain is built from settings.MIDDLEWARE.
+    assert "for middleware_path in reversed(settings.MIDDLEWARE):" in inspect.getsource(
+        BaseHandler.load_middleware
+    )

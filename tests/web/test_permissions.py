@@ -4,6 +4,7 @@ and supervisors (view_audit only)."""
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Group, Permission
 from django.test import Client
 
 from screening.models import Call
@@ -85,3 +86,32 @@ def test_the_navigation_shows_what_each_role_may_open() -> None:
     operator = client_for(OPERATOR).get("/").content.decode()
     assert 'href="/audit/"' not in operator
     assert ">Live calls<" in operator
+
+
+# The signed-in user and their permissions are kept per process (screening/authcache.py): every
+# change of access must still apply to the very next request.
+@pytest.mark.django_db(transaction=True)
+def test_a_change_of_access_applies_to_the_next_decision() -> None:
+    call = build_history().calls[0]
+    operator = make_user("olga", group="Operators")
+    client = Client()
+    client.force_login(operator)
+    url = f"/calls/{call.pk}/accept"
+    assert client.post(url).status_code not in (401, 403)  # allowed (the call is long decided)
+    operators = Group.objects.get(name="Operators")
+    decide = Permission.objects.get(codename="decide_call")
+    operators.permissions.remove(decide)
+    assert client.post(url).status_code == 403
+    operators.permissions.add(decide)
+    assert client.post(url).status_code not in (401, 403)
+    operator.groups.clear()
+    assert client.post(url).status_code == 403
+    operator.groups.add(operators)
+    assert client.post(url).status_code not in (401, 403)
+    operator.is_active = False
+    operator.save()
+    assert client.post(url).status_code == 401
+    operator.is_active = True
+    operator.set_password("a new one")
+    operator.save()
+    assert client.post(url).status_code == 401  # a new password ends the other sessions

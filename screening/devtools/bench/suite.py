@@ -300,7 +300,7 @@ def make_sessions(count: int) -> list[str]:
         for user in users:
             store = SessionStore()
             store[SESSION_KEY] = str(user.pk)
-            store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+            store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]  # as a login stores
             store[HASH_SESSION_KEY] = user.get_session_auth_hash()
             store.create()
             sessions.append(str(store.session_key))

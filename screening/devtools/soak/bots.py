@@ -42,7 +42,7 @@ def login(user: Any) -> Credentials:
 
     store = import_module(settings.SESSION_ENGINE).SessionStore()
     store[SESSION_KEY] = user._meta.pk.value_to_string(user)
-    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]  # as a login stores
     store[HASH_SESSION_KEY] = user.get_session_auth_hash()
     store.save()
     # Django accepts any well-formed secret in the cookie, echoed in the header.
