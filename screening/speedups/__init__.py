@@ -21,6 +21,7 @@ NAMES: dict[str, str] = {
     "direct_push": "queue + task wake-up per socket -> a push written at once to idle sockets",
     "no_dispatch_hop": "a thread hop per push per socket -> none for handlers that need no ORM",
     "prepared_frames": "framing each push once per socket -> once per push (autobahn)",
+    "redis_fanout": "Redis pub/sub: a queue, wake-up and decode per socket -> one decode, direct",
 }
 
 # The exact versions the speedups were written and measured against (requirements.lock pins
@@ -28,6 +29,7 @@ NAMES: dict[str, str] = {
 WRITTEN_FOR: dict[str, str] = {
     "Django": "5.2.19",
     "channels": "4.3.2",
+    "channels_redis": "4.3.0",
     "daphne": "4.2.3",
     "autobahn": "26.10.2",
     "Twisted": "26.10.0",

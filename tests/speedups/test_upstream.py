@@ -79,3 +79,34 @@ def test_django_sqlite_starts_transactions_with_begin_through_a_cursor() -> None
     assert callable(base.SQLiteCursorWrapper.execute)
     for name in ("create_cursor", "commit", "rollback", "close"):
         assert callable(getattr(base.DatabaseWrapper, name)), name
+
+
+def test_channels_redis_pubsub_internals_the_fanout_layer_hooks() -> None:
+    from channels_redis import pubsub, utils
+
+    layer = pubsub.RedisPubSubChannelLayer(hosts=["redis://127.0.0.1:6379/0"])
+    assert layer._layers == {}
+    assert layer._args == ()
+    assert "hosts" in layer._kwargs
+    get_layer = inspect.getsource(pubsub.RedisPubSubChannelLayer._get_layer)
+    assert "RedisPubSubLoopLayer(" in get_layer
+    assert "_wrap_close(self, loop)" in get_layer
+    assert callable(utils._wrap_close)
+    assert callable(utils.decode_hosts)
+    params = list(inspect.signature(pubsub.RedisPubSubLoopLayer.__init__).parameters)
+    assert params[:2] == ["self", "hosts"]
+    assert "channel_layer" in params
+    init = inspect.getsource(pubsub.RedisPubSubLoopLayer.__init__)
+    for name in ("self.channels = {}", "self.groups = {}", "self._shards = ["):
+        assert name in init, name
+    # The shard's receive task hands every pub/sub message to _receive_message, which queues the
+    # raw bytes to each member; receive() decodes what it takes from the channel's queue.
+    shard = pubsub.RedisSingleShardConnection
+    assert list(inspect.signature(shard.__init__).parameters) == ["self", "host", "channel_layer"]
+    assert "self._receive_message(message)" in inspect.getsource(shard._do_receiving)
+    receive_message = inspect.getsource(shard._receive_message)
+    assert ".put_nowait(data)" in receive_message
+    assert "self.channel_layer.groups[name]" in receive_message
+    receive = inspect.getsource(pubsub.RedisPubSubLoopLayer.receive)
+    assert "await q.get()" in receive
+    assert "return self.channel_layer.deserialize(message)" in receive
