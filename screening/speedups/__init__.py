@@ -21,6 +21,7 @@ NAMES: dict[str, str] = {
     "direct_push": "queue + task wake-up per socket -> a push written at once to idle sockets",
     "no_dispatch_hop": "a thread hop per push per socket -> none for handlers that need no ORM",
     "prepared_frames": "framing each push once per socket -> once per push (autobahn)",
+    "direct_write": "Twisted's buffered write per socket -> send() at once when nothing waits",
     "redis_fanout": "Redis pub/sub: a queue, wake-up and decode per socket -> one decode, direct",
 }
 

@@ -135,3 +135,12 @@ def test_redis_fanout_switch_chooses_the_pubsub_layer() -> None:
     assert off.stdout.strip() == "channels_redis.pubsub.RedisPubSubChannelLayer"
     core = layer_under("all", REDIS_CHANNEL_LAYER="core")
     assert core.stdout.strip() == "channels_redis.core.RedisChannelLayer", core.stderr
+
+
+def test_direct_write_alone_still_serves_through_the_hooked_server() -> None:
+    done = settings_under("direct_write")
+    assert done.returncode == 0, done.stderr
+    layer, engine, server = done.stdout.split()
+    assert layer == "channels.layers.InMemoryChannelLayer"
+    assert engine == "django.db.backends.sqlite3.base"
+    assert server == "screening.speedups.framing"  # installs direct writes, puts nothing in scope

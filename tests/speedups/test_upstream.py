@@ -110,3 +110,22 @@ def test_channels_redis_pubsub_internals_the_fanout_layer_hooks() -> None:
     receive = inspect.getsource(pubsub.RedisPubSubLoopLayer.receive)
     assert "await q.get()" in receive
     assert "return self.channel_layer.deserialize(message)" in receive
+
+
+def test_twisted_tcp_transport_internals_direct_write_reads() -> None:
+    from twisted.internet import abstract, tcp
+
+    assert issubclass(tcp.Server, tcp.Connection)
+    assert issubclass(tcp.Connection, abstract.FileDescriptor)
+    # What doWrite sends: dataBuffer from offset, then the list-based _tempDataBuffer.
+    do_write = inspect.getsource(abstract.FileDescriptor.doWrite)
+    for name in ("self.dataBuffer", "self.offset", "self._tempDataBuffer", "self.writeSomeData"):
+        assert name in do_write, name
+    write = inspect.getsource(abstract.FileDescriptor.write)
+    assert "self._writeDisconnected" in write
+    assert "self._tempDataBuffer.append(data)" in write
+    assert "self.startWriting()" in write
+    assert "self.socket.send" in inspect.getsource(tcp.Connection.writeSomeData)
+    assert tcp.Connection.TLS is False
+    for name in ("connected", "disconnecting", "_writeDisconnected", "dataBuffer", "offset"):
+        assert hasattr(abstract.FileDescriptor, name), name
