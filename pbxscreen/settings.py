@@ -202,7 +202,13 @@ if REDIS_URL:
     # per socket and pops them one Redis round trip each (docs/performance.md).
     # REDIS_CHANNEL_LAYER=core restores the list-based layer (capacity/expiry apply to it only).
     if env_str("REDIS_CHANNEL_LAYER", "pubsub").strip().lower() != "core":
-        CHANNEL_LAYERS["default"]["BACKEND"] = "channels_redis.pubsub.RedisPubSubChannelLayer"
+        # The same layer, each push decoded once per process and written at once to the idle
+        # sockets rather than queued to each (screening/speedups/redis_layer.py).
+        CHANNEL_LAYERS["default"]["BACKEND"] = (
+            "screening.speedups.redis_layer.FanOutRedisPubSubChannelLayer"
+            if "redis_fanout" in SPEEDUPS
+            else "channels_redis.pubsub.RedisPubSubChannelLayer"
+        )
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -22,6 +22,8 @@ NAMES: dict[str, str] = {
     "no_dispatch_hop": "a thread hop per push per socket -> none for handlers that need no ORM",
     "prepared_frames": "framing each push once per socket -> once per push (autobahn)",
     "inline_middleware": "a hop to Django's one sync thread per middleware hook -> inline",
+    "direct_write": "Twisted's buffered write per socket -> send() at once when nothing waits",
+    "redis_fanout": "Redis pub/sub: a queue, wake-up and decode per socket -> one decode, direct",
 }
 
 # With ``inline_middleware`` on, the ASGI handler builds each of these settings.MIDDLEWARE entries
@@ -46,6 +48,7 @@ INLINE_MIDDLEWARE: dict[str, str] = {
 WRITTEN_FOR: dict[str, str] = {
     "Django": "5.2.19",
     "channels": "4.3.2",
+    "channels_redis": "4.3.0",
     "daphne": "4.2.3",
     "autobahn": "26.10.2",
     "Twisted": "26.10.0",

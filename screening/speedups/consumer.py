@@ -7,7 +7,8 @@ thread) before *every* message: one thread hop per push per socket. Handlers lis
 ``orm_free_handlers`` touch no database, so with ``no_dispatch_hop`` on they skip it; every
 other message goes through the stock ``dispatch`` unchanged.
 
-``attach_direct`` offers the layer (``screening.speedups.layer``) a sink for the message types in
+``attach_direct`` offers the layer (``screening.speedups.layer`` in one process,
+``screening.speedups.redis_layer`` over Redis) a sink for the message types in
 ``direct_handlers``: synchronous methods that take a push at once. The sink refuses while any
 handler of this consumer runs, so pushes never overtake the message being handled.
 """
@@ -50,7 +51,7 @@ class PushConsumerMixin:
         """Let the layer hand ``direct_handlers`` messages to this consumer while it is idle."""
         attach = getattr(self.channel_layer, "attach_sink", None)
         if attach is None or not self.direct_handlers:
-            return  # another layer (Redis), or nothing to take directly: stock queueing
+            return  # a layer without sinks, or nothing to take directly: stock queueing
         direct = self.direct_handlers
 
         def take_now(message: dict[str, Any]) -> bool:

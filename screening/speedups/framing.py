@@ -8,12 +8,13 @@ same bytes for everyone, and autobahn supports exactly this case: a ``PreparedMe
 once and ``sendPreparedMessage`` writes it to each socket as is.
 
 ``server_class()`` is Daphne's ``Server`` with one addition, made through its public
-``create_application`` method: a WebSocket's scope carries its
-Daphne protocol under ``PROTOCOL_KEY``. ``send_prepared`` uses it when present and the socket is
-open; otherwise (plain ``daphne``, a socket closing) it returns False
-and the caller sends the stock way; with the speedup off, ``server_class()`` is Daphne's own
-``Server`` and nothing is ever in the scope. Ordering is unchanged: the consumer still handles one
-message at a time, and both paths write to the transport synchronously.
+``create_application`` method: a WebSocket's scope carries its Daphne protocol under
+``PROTOCOL_KEY``. ``send_prepared`` uses it when present and the socket is open; otherwise (plain
+``daphne``, a socket closing) it returns False and the caller sends the stock way; with the
+speedup off, nothing is ever in the scope. The same hook installs ``direct_write``
+(``screening.speedups.sockets``) on each WebSocket's transport; with both off,
+``server_class()`` is Daphne's own ``Server``. Ordering is unchanged: the consumer still handles
+one message at a time, and both paths write to the transport synchronously.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from autobahn.websocket.protocol import PreparedMessage
 
 from screening import speedups
+from screening.speedups import sockets
 
 PROTOCOL_KEY = "pbxscreen.websocket_protocol"
 
@@ -37,13 +39,18 @@ def server_class() -> type[Any]:
     from daphne.server import Server
     from daphne.ws_protocol import WebSocketProtocol
 
-    if not speedups.enabled("prepared_frames"):
+    prepared = speedups.enabled("prepared_frames")
+    direct = speedups.enabled("direct_write")
+    if not prepared and not direct:
         return Server
 
     class PushServer(Server):  # type: ignore[misc]
         def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
             if isinstance(protocol, WebSocketProtocol):
-                scope[PROTOCOL_KEY] = protocol
+                if prepared:
+                    scope[PROTOCOL_KEY] = protocol
+                if direct:
+                    sockets.install(protocol.transport)  # speedups.sockets
             return super().create_application(protocol, scope)
 
     return PushServer

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import channels.consumer
@@ -17,6 +18,7 @@ from channels.testing import WebsocketCommunicator
 
 from screening.speedups.backends.sqlite3.base import FairLock
 from screening.speedups.layer import FastInMemoryChannelLayer
+from tests.support.cluster import missing_service
 from tests.support.consumers import DirectConsumer, EchoConsumer
 
 
@@ -304,3 +306,163 @@ def test_without_inline_middleware_every_hook_visits_the_sync_thread() -> None:
     status, visits = asyncio.run(_sync_thread_visits("/calls/1/accept", inline=False))
     assert status == 401
     assert visits >= 15  # a hop per process_request, process_view and process_response
+
+
+# --- the Redis pub/sub layer's fan-out ------------------------------------------------------
+
+
+@pytest.fixture
+def redis_fanout_layer(settings: Any) -> Iterator[None]:
+    if not settings.REDIS_URL:
+        missing_service("the Redis fan-out layer's tests need REDIS_URL")
+    from channels.layers import channel_layers
+
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "screening.speedups.redis_layer.FanOutRedisPubSubChannelLayer",
+            # A prefix of its own: other test processes may share this Redis database.
+            "CONFIG": {"hosts": [settings.REDIS_URL], "prefix": f"fanout-test-{os.getpid()}"},
+        }
+    }
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.mark.usefixtures("redis_fanout_layer")
+@run_async
+async def test_redis_idle_consumers_take_pushes_at_once_and_busy_ones_keep_the_order() -> None:
+    from channels.layers import get_channel_layer
+
+    DirectConsumer.release, DirectConsumer.taken_directly = asyncio.Event(), []
+    layer = get_channel_layer()
+    communicators = [WebsocketCommunicator(DirectConsumer.as_asgi(), "/ws/") for _ in range(3)]
+    for communicator in communicators:
+        assert (await communicator.connect())[0]
+        assert await communicator.receive_from() == "snapshot"
+    await layer.group_send("ops", {"type": "push.message", "text": "a"})
+    for communicator in communicators:
+        assert await communicator.receive_from() == "a"
+    # Each idle socket took it from the one decoded message, none through its queue.
+    assert DirectConsumer.taken_directly == ["a"] * 3
+    busy = communicators[0]
+    await busy.send_to(text_data="slow")
+    await asyncio.sleep(0.05)  # the "slow" handler is now running on the first socket
+    for text in ("b", "c"):
+        await layer.group_send("ops", {"type": "push.message", "text": text})
+    for communicator in communicators[1:]:
+        assert [await communicator.receive_from() for _ in range(2)] == ["b", "c"]
+    DirectConsumer.release.set()
+    assert [await busy.receive_from() for _ in range(3)] == ["done:slow", "b", "c"]
+    assert DirectConsumer.taken_directly.count("b") == 2  # the busy socket's went the queued way
+    await asyncio.sleep(0.05)
+    await layer.group_send("ops", {"type": "push.message", "text": "d"})
+    for communicator in communicators:
+        assert await communicator.receive_from() == "d"
+    assert DirectConsumer.taken_directly.count("d") == 3  # idle again
+    for communicator in communicators:
+        await communicator.disconnect()
+    assert not layer.sinks  # detached with the consumers
+    await layer.flush()
+
+
+@pytest.mark.usefixtures("redis_fanout_layer")
+@run_async
+async def test_redis_fanout_keeps_each_sockets_order_under_a_stream_of_pushes() -> None:
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    communicators = [WebsocketCommunicator(EchoConsumer.as_asgi(), "/ws/") for _ in range(2)]
+    communicators.append(WebsocketCommunicator(DirectConsumer.as_asgi(), "/ws/"))
+    DirectConsumer.release, DirectConsumer.taken_directly = asyncio.Event(), []
+    for communicator in communicators:
+        assert (await communicator.connect())[0]
+        assert await communicator.receive_from() == "snapshot"
+    for i in range(50):
+        await layer.group_send("ops", {"type": "push.message", "text": f"m{i}"})
+    expected = [f"m{i}" for i in range(50)]
+    for communicator in communicators:
+        assert [await communicator.receive_from() for _ in range(50)] == expected
+    for communicator in communicators:
+        await communicator.disconnect()
+    await layer.flush()
+
+
+# --- direct writes on Twisted's TCP transport -------------------------------------------------
+
+DIRECT_WRITE_SCRIPT = r"""
+import asyncio, socket, sys
+from twisted.internet import asyncioreactor
+asyncioreactor.install(asyncio.new_event_loop())
+from twisted.internet import protocol, reactor
+from screening.speedups import sockets
+
+CHUNKS = [bytes([65 + i % 26]) * (700 + i % 900) for i in range(3000)]
+result = {}
+
+class Writer(protocol.Protocol):
+    def connectionMade(self):
+        sends = []
+        real = self.transport.socket
+        real.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        class Counting:  # counts what went straight to send()
+            def __getattr__(self, name):
+                return getattr(real, name)
+            def send(self, data):
+                sends.append(len(data))
+                return real.send(data)
+        self.transport.socket = Counting()
+        result["installed"] = sockets.install(self.transport)
+        for chunk in CHUNKS:  # far more than a socket buffer: most writes find data buffered
+            self.transport.write(chunk)
+        result["sends"] = sends
+        self.transport.loseConnection()
+
+factory = protocol.Factory.forProtocol(Writer)
+port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+client = socket.socket()
+client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+client.connect(("127.0.0.1", port.getHost().port))
+client.setblocking(False)
+got = bytearray()
+
+def read():
+    try:
+        data = client.recv(1 << 20)
+    except BlockingIOError:
+        return
+    if not data:
+        reactor.removeReader(reader); reactor.stop(); return
+    got.extend(data)
+
+class Reader:
+    def fileno(self): return client.fileno()
+    def doRead(self): read()
+    def logPrefix(self): return "reader"
+    def connectionLost(self, reason): pass
+reader = Reader()
+reactor.addReader(reader)
+reactor.callLater(20, reactor.stop)
+reactor.run()
+assert result["installed"], result
+assert bytes(got) == b"".join(CHUNKS), (len(got), sum(map(len, CHUNKS)))
+# The first writes went straight out; once the buffer filled, the rest went through Twisted.
+assert 0 < len(result["sends"]) < len(CHUNKS), len(result["sends"])
+print("ok", len(result["sends"]))
+"""
+
+
+def test_direct_write_keeps_every_byte_in_order_through_a_full_socket_buffer() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run(
+        [sys.executable, "-c", DIRECT_WRITE_SCRIPT],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("ok")

@@ -111,3 +111,40 @@ def test_consumer_without_its_speedups_hops_per_push_and_takes_nothing_directly(
         channel_layers.backends.clear()
 
     asyncio.run(scenario())
+
+
+def layer_under(value: str, **env_extra: str) -> subprocess.CompletedProcess[str]:
+    code = (
+        "import django; django.setup()\n"
+        "from django.conf import settings\n"
+        "print(settings.CHANNEL_LAYERS['default']['BACKEND'])\n"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "pbxscreen.settings",
+        "SPEEDUPS": value,
+        "REDIS_URL": "redis://127.0.0.1:6379/0",  # only read: nothing connects
+        **env_extra,
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_redis_fanout_switch_chooses_the_pubsub_layer() -> None:
+    on, off = layer_under("all"), layer_under("none")
+    assert on.returncode == 0, on.stderr
+    assert off.returncode == 0, off.stderr
+    assert on.stdout.strip() == "screening.speedups.redis_layer.FanOutRedisPubSubChannelLayer"
+    assert off.stdout.strip() == "channels_redis.pubsub.RedisPubSubChannelLayer"
+    core = layer_under("all", REDIS_CHANNEL_LAYER="core")
+    assert core.stdout.strip() == "channels_redis.core.RedisChannelLayer", core.stderr
+
+
+def test_direct_write_alone_still_serves_through_the_hooked_server() -> None:
+    done = settings_under("direct_write")
+    assert done.returncode == 0, done.stderr
+    layer, engine, server = done.stdout.split()
+    assert layer == "channels.layers.InMemoryChannelLayer"
+    assert engine == "django.db.backends.sqlite3.base"
+    assert server == "screening.speedups.framing"  # installs direct writes, puts nothing in scope

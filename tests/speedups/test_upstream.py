@@ -110,3 +110,53 @@ def test_django_builds_the_middleware_chain_from_settings() -> None:
     assert "for middleware_path in reversed(settings.MIDDLEWARE):" in inspect.getsource(
         BaseHandler.load_middleware
     )
+
+
+def test_channels_redis_pubsub_internals_the_fanout_layer_hooks() -> None:
+    from channels_redis import pubsub, utils
+
+    layer = pubsub.RedisPubSubChannelLayer(hosts=["redis://127.0.0.1:6379/0"])
+    assert layer._layers == {}
+    assert layer._args == ()
+    assert "hosts" in layer._kwargs
+    get_layer = inspect.getsource(pubsub.RedisPubSubChannelLayer._get_layer)
+    assert "RedisPubSubLoopLayer(" in get_layer
+    assert "_wrap_close(self, loop)" in get_layer
+    assert callable(utils._wrap_close)
+    assert callable(utils.decode_hosts)
+    params = list(inspect.signature(pubsub.RedisPubSubLoopLayer.__init__).parameters)
+    assert params[:2] == ["self", "hosts"]
+    assert "channel_layer" in params
+    init = inspect.getsource(pubsub.RedisPubSubLoopLayer.__init__)
+    for name in ("self.channels = {}", "self.groups = {}", "self._shards = ["):
+        assert name in init, name
+    # The shard's receive task hands every pub/sub message to _receive_message, which queues the
+    # raw bytes to each member; receive() decodes what it takes from the channel's queue.
+    shard = pubsub.RedisSingleShardConnection
+    assert list(inspect.signature(shard.__init__).parameters) == ["self", "host", "channel_layer"]
+    assert "self._receive_message(message)" in inspect.getsource(shard._do_receiving)
+    receive_message = inspect.getsource(shard._receive_message)
+    assert ".put_nowait(data)" in receive_message
+    assert "self.channel_layer.groups[name]" in receive_message
+    receive = inspect.getsource(pubsub.RedisPubSubLoopLayer.receive)
+    assert "await q.get()" in receive
+    assert "return self.channel_layer.deserialize(message)" in receive
+
+
+def test_twisted_tcp_transport_internals_direct_write_reads() -> None:
+    from twisted.internet import abstract, tcp
+
+    assert issubclass(tcp.Server, tcp.Connection)
+    assert issubclass(tcp.Connection, abstract.FileDescriptor)
+    # What doWrite sends: dataBuffer from offset, then the list-based _tempDataBuffer.
+    do_write = inspect.getsource(abstract.FileDescriptor.doWrite)
+    for name in ("self.dataBuffer", "self.offset", "self._tempDataBuffer", "self.writeSomeData"):
+        assert name in do_write, name
+    write = inspect.getsource(abstract.FileDescriptor.write)
+    assert "self._writeDisconnected" in write
+    assert "self._tempDataBuffer.append(data)" in write
+    assert "self.startWriting()" in write
+    assert "self.socket.send" in inspect.getsource(tcp.Connection.writeSomeData)
+    assert tcp.Connection.TLS is False
+    for name in ("connected", "disconnecting", "_writeDisconnected", "dataBuffer", "offset"):
+        assert hasattr(abstract.FileDescriptor, name), name
