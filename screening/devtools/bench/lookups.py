@@ -78,10 +78,12 @@ def name_delays(
     return delays, from_send, missing
 
 
-async def _push(config: SuiteConfig, deployment: Any, sessions: list[str]) -> dict[str, Any]:
+async def _push(
+    config: SuiteConfig, deployment: Any, sessions: list[str], workdir: Path
+) -> dict[str, Any]:
     from screening.devtools.bench.suite import Suite
 
-    suite = Suite(config, deployment, sessions)
+    suite = Suite(config, deployment, sessions, workdir)
     seen: dict[str, Any] = {}
 
     def inspect(clients: list[Client], ids: list[str], offered: dict[str, Any]) -> None:
@@ -127,7 +129,7 @@ def run(config: SuiteConfig, workdir: Path, sessions: list[str]) -> dict[str, An
             gc.collect()
             gc.disable()  # as in the suite: no collection in the middle of the stamps
             try:
-                measured = asyncio.run(_push(config, deployment, sessions))
+                measured = asyncio.run(_push(config, deployment, sessions, workdir))
             finally:
                 gc.enable()
         except BaseException:

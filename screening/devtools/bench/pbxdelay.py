@@ -86,7 +86,12 @@ def handshakes(proxy_log: Path) -> int:
 
 
 async def measure(
-    config: SuiteConfig, deployment: Deployment, sessions: list[str], ca: Path, proxy_log: Path
+    config: SuiteConfig,
+    deployment: Deployment,
+    sessions: list[str],
+    ca: Path,
+    proxy_log: Path,
+    workdir: Path,
 ) -> dict[str, Any]:
     from screening.devtools.bench.suite import PENDING, Suite, open_operators
 
@@ -102,7 +107,7 @@ async def measure(
             pks.setdefault(str(call["call_id"]), call["id"])
             shown.set()
 
-    suite = Suite(config, deployment, sessions)
+    suite = Suite(config, deployment, sessions, workdir)
     records: list[dict[str, Any]] = []
     connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=str(ca)))
     async with aiohttp.ClientSession(
@@ -187,7 +192,9 @@ def run(config: SuiteConfig, workdir: Path, sessions: list[str]) -> dict[str, An
                 gc.collect()
                 started = time.monotonic()
                 proxy_log = procs[-1].log_path
-                out[name] = asyncio.run(measure(config, deployment, sessions, ca, proxy_log))
+                out[name] = asyncio.run(
+                    measure(config, deployment, sessions, ca, proxy_log, workdir)
+                )
                 out[name]["seconds"] = round(time.monotonic() - started, 1)
             except BaseException:
                 for proc in [*deployment.web, *deployment.others, *procs]:
