@@ -82,6 +82,7 @@ def test_the_accept_goes_out_on_the_connection_opened_when_the_call_arrived(
     assert tls_live.sim.call(sent["call_id"])["outcome"] == "accepted"
 
 
+@pytest.mark.scaleout
 def test_in_scale_out_each_web_process_opens_one_and_the_deciding_one_uses_it(
     transactional_db: None, tmp_path: Path
 ) -> None:

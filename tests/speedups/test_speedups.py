@@ -329,6 +329,7 @@ def redis_fanout_layer(settings: Any) -> Iterator[None]:
     channel_layers.backends.clear()
 
 
+@pytest.mark.scaleout
 @pytest.mark.usefixtures("redis_fanout_layer")
 @run_async
 async def test_redis_idle_consumers_take_pushes_at_once_and_busy_ones_keep_the_order() -> None:
@@ -366,6 +367,7 @@ async def test_redis_idle_consumers_take_pushes_at_once_and_busy_ones_keep_the_o
     await layer.flush()
 
 
+@pytest.mark.scaleout
 @pytest.mark.usefixtures("redis_fanout_layer")
 @run_async
 async def test_redis_fanout_keeps_each_sockets_order_under_a_stream_of_pushes() -> None:

@@ -144,7 +144,8 @@ def test_redis_fanout_switch_chooses_the_pubsub_layer() -> None:
 def test_direct_write_alone_still_serves_through_the_hooked_server() -> None:
     done = settings_under("direct_write")
     assert done.returncode == 0, done.stderr
-    layer, engine, server = done.stdout.split()
+    layer, engine, server, handler = done.stdout.split()
     assert layer == "channels.layers.InMemoryChannelLayer"
     assert engine == "django.db.backends.sqlite3.base"
     assert server == "screening.speedups.framing"  # installs direct writes, puts nothing in scope
+    assert handler == "ASGIHandler"
