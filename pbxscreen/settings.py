@@ -249,9 +249,6 @@ AUTHENTICATION_BACKENDS = [
     "screening.authcache.CachedModelBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
-# Sessions are read from the shared cache (Redis when scaled out) and written through to the
-# database: no session query on a request. Logging out deletes both, in every process at once.
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"

@@ -13,11 +13,17 @@ group of theirs, group membership), both at once and after the change commits: a
 between may read the old rows, but it keeps them under the generation it read first, which the
 second ``forget`` has replaced. A cache that was cleared or restarted (its ``epoch`` is gone)
 makes every process read again. Revocation stays immediate, on every process.
+
+With the shared cache unreachable nothing kept can be shown current: requests then read the
+database as ``ModelBackend`` does (a Redis outage costs queries, never a 500), and a process that
+meets the outage drops everything it kept, since a change made meanwhile could not replace the
+generation.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 import time
 import uuid
@@ -29,6 +35,10 @@ from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.db import transaction
+
+from screening.health import CACHE_ERRORS, describe
+
+log = logging.getLogger("screening.authcache")
 
 EPOCH_KEY = "pbxscreen:auth:epoch"
 # A kept entry is read again after this long even when nothing was said to change (a safety net
@@ -53,15 +63,28 @@ _entries: dict[Any, _Entry] = {}
 _lock = threading.Lock()
 
 
-def _version(user_pk: Any) -> tuple[Any, Any]:
-    """(epoch, generation) as the shared cache holds them now: one round trip."""
+def _drop_all(exc: BaseException, doing: str) -> None:
+    log.warning(
+        "shared cache unavailable while %s (%s): users read from the database", doing, describe(exc)
+    )
+    with _lock:
+        _entries.clear()
+
+
+def _version(user_pk: Any) -> tuple[Any, Any] | None:
+    """(epoch, generation) as the shared cache holds them now: one round trip. None when the
+    cache cannot be read (the module's docstring)."""
     key = _key(user_pk)
-    found = cache.get_many([EPOCH_KEY, key])
-    epoch = found.get(EPOCH_KEY)
-    if epoch is None:
-        # A new or cleared cache: a fresh epoch invalidates what every process kept.
-        cache.add(EPOCH_KEY, uuid.uuid4().hex, None)
-        epoch = cache.get(EPOCH_KEY)
+    try:
+        found = cache.get_many([EPOCH_KEY, key])
+        epoch = found.get(EPOCH_KEY)
+        if epoch is None:
+            # A new or cleared cache: a fresh epoch invalidates what every process kept.
+            cache.add(EPOCH_KEY, uuid.uuid4().hex, None)
+            epoch = cache.get(EPOCH_KEY)
+    except CACHE_ERRORS as exc:
+        _drop_all(exc, "checking a signed-in user")
+        return None
     return epoch, found.get(key)
 
 
@@ -73,7 +96,10 @@ def forget(user_pks: Iterable[Any]) -> None:
         return
 
     def bump() -> None:
-        cache.set_many({key: uuid.uuid4().hex for key in keys}, None)
+        try:
+            cache.set_many({key: uuid.uuid4().hex for key in keys}, None)
+        except CACHE_ERRORS as exc:
+            _drop_all(exc, "telling the processes of a change of access")
 
     bump()
     transaction.on_commit(bump, robust=True)
@@ -92,6 +118,8 @@ class CachedModelBackend(ModelBackend):
 
     def get_user(self, user_id: Any) -> AbstractBaseUser | None:
         version = _version(user_id)
+        if version is None:
+            return super().get_user(user_id)
         entry = _entries.get(user_id)
         if entry is not None and entry.version == version and entry.until > time.monotonic():
             return copy.copy(entry.user)  # a request may change its copy (last_login, ...)

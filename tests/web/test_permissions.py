@@ -3,6 +3,8 @@ and supervisors (view_audit only)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.test import Client
@@ -115,3 +117,32 @@ def test_a_change_of_access_applies_to_the_next_decision() -> None:
     operator.set_password("a new one")
     operator.save()
     assert client.post(url).status_code == 401  # a new password ends the other sessions
+
+
+# With the shared cache unreachable (a Redis outage), requests read the user from the database:
+# still allowed, still revoked at once, never a 500.
+@pytest.mark.django_db(transaction=True)
+def test_with_the_shared_cache_down_access_is_read_from_the_database(settings: Any) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on: every cache call is refused
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    call = build_history().calls[0]
+    operator = make_user("olga", group="Operators")
+    client = Client()
+    client.force_login(operator)
+    url = f"/calls/{call.pk}/accept"
+    assert client.post(url).status_code not in (401, 403, 500)  # kept while the cache is up
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{dead}/0",
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    assert client.post(url).status_code not in (401, 403, 500)
+    Group.objects.get(name="Operators").permissions.remove(
+        Permission.objects.get(codename="decide_call")
+    )  # the generation cannot be replaced: the database says no at once
+    assert client.post(url).status_code == 403
