@@ -719,7 +719,10 @@ class Suite:
         if pk is not None:
             async with self.http.post(f"{base}/calls/{pk}/accept", headers=headers) as response:
                 status = response.status
-                body = await response.json(content_type=None)
+                try:
+                    body = await response.json(content_type=None)
+                except ValueError:
+                    body = None  # not JSON (a proxy's or server's error page): kept by its status
             record["rtt_ms"] = body.get("pbx_round_trip_ms") if isinstance(body, dict) else None
         record.update(started=started, ended=time.time(), status=status)
         return record
