@@ -261,7 +261,8 @@ class OperatorConsumer(PushConsumerMixin, AsyncWebsocketConsumer):
         if not self.closing:
             await self.send(text_data=RESYNC)
 
-    @stage("push")
+    # Not a stage of its own: it runs once per socket, inside the layer's fan-out, which is
+    # timed once per push (a stage entry per socket would cost more than the write it times).
     def push_now(self, event: dict[str, Any]) -> bool:
         """A push, written at once by the layer when this consumer is idle (speedups.layer)."""
         return self.closing or send_prepared(self.scope, event["text"])

@@ -36,6 +36,8 @@ from channels_redis.pubsub import (
 )
 from channels_redis.utils import _wrap_close, decode_hosts
 
+from screening.cpu_stages import stage
+
 log = logging.getLogger("screening.speedups.redis_layer")
 
 Sink = Callable[[dict[str, Any]], bool]
@@ -88,6 +90,7 @@ class _FanOutLoopLayer(RedisPubSubLoopLayer):
             else:
                 self.receiving.pop(channel, None)
 
+    @stage("push")  # once per push and process; the sockets' writes are inside it
     def fan_out(self, members: set[str], data: bytes) -> None:
         """Deliver one group message to each member: at once where idle, else queued."""
         channels, sinks, receiving = self.channels, self.sinks, self.receiving
