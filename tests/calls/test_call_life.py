@@ -19,7 +19,7 @@ from screening.models import AuditEvent, Call, CallStatus, PbxOutcome, Trunk
 from screening.pbx.client import PbxClient
 from screening.pbx.events import IncomingCall
 from screening.simulator import SimulatorThread
-from tests.support.live import make_user
+from tests.support.live import make_user, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -162,16 +162,22 @@ def test_a_claimed_decision_is_carried_out_when_whoever_asked_goes_away() -> Non
         call = intake.receive_call(event, via="test").call
         client = PbxClient(sim.base_url, sim.client_id, sim.client_secret, cache=cache)
         dora = make_user("dora")
+        name = f"decide-{call.pk}"
 
         async def ask_then_leave() -> None:
             asking = asyncio.ensure_future(
                 decisions.decide(call.pk, "accept", user=dora, client=client)
             )
-            await asyncio.sleep(0.1)  # claimed, the request on its way
+            # Claimed, the request on its way: the carrying-out task exists.
+            carrying = await until(
+                lambda: next((t for t in asyncio.all_tasks() if t.get_name() == name), None),
+                what="the claim",
+            )
             asking.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await asking
-            await asyncio.sleep(1.5)  # the shielded task finishes on this loop
+            assert not carrying.done()  # the PBX has not answered yet: the caller left first
+            await asyncio.wait_for(carrying, 30)  # it finishes on this loop regardless
 
         asyncio.run(ask_then_leave())
         call.refresh_from_db()

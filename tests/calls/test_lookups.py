@@ -24,6 +24,7 @@ from screening.calls.lookups import Found, LookupFailed
 from screening.devtools.lookup_server import HANG, Answer, LookupServer
 from screening.models import AuditEvent, Call
 from screening.pbx.events import IncomingCall
+from tests.support.live import until
 
 SETTINGS_FILE = Path(__file__).resolve().parents[2] / "pbxscreen" / "settings.py"
 
@@ -311,7 +312,7 @@ def test_a_name_after_the_budget_is_not_taken_but_kept_for_next_time(
     async def run() -> lookups.Result:
         result = await lookups.find("4434")
         _slow.set()  # the late backend answers now, after the budget
-        await asyncio.sleep(0.3)
+        await until(lambda: lookups.cached("4434"), what="the late answer to be kept")
         return result
 
     _slow.clear()
@@ -335,7 +336,8 @@ def test_a_name_from_the_first_backend_does_not_wait_for_the_others(
         result = await lookups.find("4435")
         slow_still_running = not _slow.is_set()
         _slow.set()
-        await asyncio.sleep(0.2)  # the slower backend ends: counted then, as what it was
+        # The slower backend ends: counted then, as what it was.
+        await until(lambda: sum(lookups.stats.recent().values()) == 2, what="both backends")
         return result, slow_still_running
 
     _slow.clear()

@@ -16,18 +16,10 @@ from screening.pbx.client import PbxClient
 from screening.pbx.events import Event, IncomingCall
 from screening.pbx.listener import PbxListener
 from screening.simulator import SimulatorThread
+from tests.support.live import until
 
 # The listener's work runs in pool threads that check their database connection first.
 pytestmark = pytest.mark.django_db
-
-
-async def until(predicate: Callable[[], Any], within: float = 5.0) -> Any:
-    deadline = time.monotonic() + within
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.02)
-    return value
 
 
 def run_with_listener(
@@ -77,7 +69,8 @@ def test_listener_comes_back_after_the_pbx_drops_the_socket(pbx_sim: SimulatorTh
         dropped_at = time.monotonic()
         await asyncio.to_thread(pbx_sim.drop_sockets)
         await until(lambda: subscribes(pbx_sim) == 2 and listener.connected.is_set())
-        assert time.monotonic() - dropped_at < 2.0  # back within 2 s of the PBX being reachable
+        # Back well inside one heartbeat (5 s): the drop itself was noticed, not a missed beat.
+        assert time.monotonic() - dropped_at < 4.0
         sent = await asyncio.to_thread(pbx_sim.inject, "07700900124", "02079460000", "peer-to-41")
         await until(lambda: incoming(events, sent["call_id"]))
         # One token served both connections: a reconnect must not cost one of the PBX's 8 slots.

@@ -7,6 +7,7 @@ between goes over real sockets.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -119,3 +120,16 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or predicate}")
         time.sleep(interval)
+
+
+async def until(
+    predicate: Any, *, within: float = 10.0, interval: float = 0.02, what: str = ""
+) -> Any:
+    """``wait_for`` inside an event loop: the loop's other tasks run between polls. The predicate
+    must not touch the database (that is sync-only)."""
+    deadline = time.monotonic() + within
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await asyncio.sleep(interval)
+    return value
