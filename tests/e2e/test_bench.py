@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.live import ROOT
+from tests.support.bench import run_bench
 
 pytestmark = pytest.mark.live
 
@@ -33,19 +30,10 @@ def _positive(value: object) -> bool:
 
 
 def test_bench_smoke_run_writes_its_json(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    args = ["--operators", "2", "--calls", "3", "--gap", "0.2", "--json", str(out)]
-    done = subprocess.run(
-        [sys.executable, "manage.py", "bench", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "push: simulator send -> operator screen" in done.stdout
+    args = ["--operators", "2", "--calls", "3", "--gap", "0.2"]
+    printed, report = run_bench(tmp_path / "bench.json", *args, timeout=60)
+    assert "push: simulator send -> operator screen" in printed
 
-    report = json.loads(out.read_text())
     assert {"machine", "config", "notes", "results", "errors", "calls"} <= report.keys()
     assert report["machine"]["cpu_count"] >= 1
     assert report["config"]["operators"] == 2
@@ -68,19 +56,11 @@ def test_bench_smoke_run_writes_its_json(tmp_path: Path) -> None:
 
 def test_bench_suite_smoke_run_writes_its_json(tmp_path: Path) -> None:
     """`bench --smoke`: every part of the suite runs end to end (embedded, a few operators)."""
-    out = tmp_path / "suite.json"
-    done = subprocess.run(
-        [sys.executable, "manage.py", "bench", "--smoke", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "floor (raw websockets)" in done.stdout
-    assert "fd limit used" in done.stdout
+    printed, report = run_bench(tmp_path / "suite.json", "--smoke", timeout=180)
+    assert "floor (raw websockets)" in printed
+    assert "fd limit used" in printed
 
-    (setup,) = json.loads(out.read_text())["suite"]
+    (setup,) = report["suite"]
     assert setup["setup"] == "embedded"
     assert {
         "push",
@@ -122,7 +102,7 @@ def test_bench_suite_smoke_run_writes_its_json(tmp_path: Path) -> None:
         )  # the stages fit in the process's CPU, give or take /proc's tick
         assert math.isfinite(figures["unaccounted_per_call_ms"])
         assert floor["cpu"]["processes"]["decide-floor"]["role"] == "floor"
-    assert "CPU per decided call" in done.stdout
+    assert "CPU per decided call" in printed
     assert set(setup["cpu_stage_overhead_us"]) == {"sync_entry_us", "async_call_us"}
     assert all(_positive(v) for v in setup["cpu_stage_overhead_us"].values())
     assert setup["throughput"]["steps"]

@@ -3,31 +3,20 @@ measurement sees names arrive (never before the lookup server's own delay)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.live import ROOT
+from tests.support.bench import run_bench
 
 pytestmark = pytest.mark.live
 
 
 def test_bench_lookups_part_measures_push_and_the_late_name(tmp_path: Path) -> None:
-    out = tmp_path / "lookups.json"
-    done = subprocess.run(
-        [sys.executable, "manage.py", "bench", "--smoke", "--parts", "lookups", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "first push, server hangs" in done.stdout
+    printed, report = run_bench(tmp_path / "lookups.json", "--smoke", "--parts", "lookups")
+    assert "first push, server hangs" in printed
 
-    (setup,) = json.loads(out.read_text())["suite"]
+    (setup,) = report["suite"]
     lookups = setup["lookups"]
     operators, calls = lookups["operators"], lookups["calls"]
     for variant in ("off", "hang", "answer"):

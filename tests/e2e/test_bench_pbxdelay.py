@@ -3,14 +3,11 @@ simulator behind the delaying proxy, and the connection opened ahead saves the h
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.live import ROOT
+from tests.support.bench import run_bench
 
 pytestmark = pytest.mark.live
 
@@ -18,20 +15,13 @@ pytestmark = pytest.mark.live
 def test_bench_pbxdelay_part_measures_decisions_with_and_without_a_warm_connection(
     tmp_path: Path,
 ) -> None:
-    out = tmp_path / "pbxdelay.json"
     delay = 40
-    command = [sys.executable, "manage.py", "bench", "--smoke", "--parts", "pbxdelay"]
-    done = subprocess.run(
-        [*command, "--pbx-delay-ms", str(delay), "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
+    printed, report = run_bench(
+        tmp_path / "pbxdelay.json", "--smoke", "--parts", "pbxdelay", "--pbx-delay-ms", str(delay)
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "connection opened ahead: POST -> PBX has it" in done.stdout
+    assert "connection opened ahead: POST -> PBX has it" in printed
 
-    (setup,) = json.loads(out.read_text())["suite"]
+    (setup,) = report["suite"]
     result = setup["pbxdelay"]
     off, on = result["off"]["post_to_pbx_accept"], result["on"]["post_to_pbx_accept"]
     assert (off["count"], result["off"]["errors"]) == (1, 0), result["off"]

@@ -3,48 +3,24 @@ the receiver once, and the report has the delivery latency."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.live import ROOT
+from tests.support.bench import run_bench
 
 pytestmark = pytest.mark.live
 
 
 def test_the_webhook_bench_part_delivers_every_event_and_reports_latency(tmp_path: Path) -> None:
-    out = tmp_path / "suite.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "manage.py",
-            "bench",
-            "--suite",
-            "--setups",
-            "embedded",
-            "--parts",
-            "webhooks",
-            "--sizes",
-            "1",
-            "--webhook-rate",
-            "5",
-            "--webhook-seconds",
-            "1",
-            "--json",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    printed, report = run_bench(
+        tmp_path / "suite.json",
+        *("--suite", "--setups", "embedded", "--parts", "webhooks", "--sizes", "1"),
+        *("--webhook-rate", "5", "--webhook-seconds", "1"),
         timeout=300,
-        check=False,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "webhook delivery, state change -> receiver" in done.stdout
-    (setup,) = json.loads(out.read_text())["suite"]
+    assert "webhook delivery, state change -> receiver" in printed
+    (setup,) = report["suite"]
     result = setup["webhooks"]
     assert result["calls"] == 5
     assert result["received"] == result["events"] >= 10  # received + expired at least
