@@ -2,8 +2,9 @@
 
 Database work goes through ``run_blocking`` (a small pool of its own, stale connections closed
 first), a PBX request through ``run_pbx`` (a large pool that mostly waits on the network), an
-external caller lookup through ``submit_lookup`` (a pool of its own), and a
-task that must outlive its caller through ``spawn``. Consumers, views, the listener and intake all
+external caller lookup through ``submit_lookup`` (a pool of its own), a task that must outlive its
+caller through ``spawn``, and work that must finish even when whoever awaits it is cancelled
+through ``to_the_end``. Consumers, views, the listener and intake all
 use these, never ``sync_to_async`` or ``database_sync_to_async`` directly.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -77,6 +78,12 @@ def spawn(coro: Any, name: str) -> asyncio.Task[Any]:
     _background.add(task)
     task.add_done_callback(_finished)
     return task
+
+
+async def to_the_end(coro: Coroutine[Any, Any, T], name: str) -> T:
+    """Await ``coro`` in a task of its own that runs to its end even if the caller is cancelled
+    (a browser or API client going away mid-request cancels the view)."""
+    return await asyncio.shield(spawn(coro, name))
 
 
 def _finished(task: asyncio.Task[Any]) -> None:

@@ -82,11 +82,10 @@ async def decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     # One hop into the database pool for the session, the user, the permissions and the claim
     # (request.auser()/ahas_perm() would each hop to a thread of their own); then the PBX request
     # in the PBX pool and the record in the database pool (screening.calls.decide_requests, which
-    # the API's decide endpoint shares).
-    claimed = await run_blocking(_claim_request, request, pk, action)
-    if isinstance(claimed, decide_requests.Claimed):
-        claimed = await decide_requests.complete(claimed)
-    return JsonResponse(claimed.body, status=claimed.status)
+    # the API's decide endpoint shares), carried to their end if the browser goes away.
+    claiming = run_blocking(_claim_request, request, pk, action)
+    answer = await decide_requests.decide(claiming, pk)
+    return JsonResponse(answer.body, status=answer.status)
 
 
 @stage("request")

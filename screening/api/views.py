@@ -5,6 +5,7 @@ the work, serialize. Every answer is JSON: 400 with the errors per field, 401 wi
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -24,6 +25,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from screening import runtime
 from screening.api import changes, pagination, permissions
 from screening.api import serializers as api
 from screening.calls import decide_requests
@@ -168,21 +170,25 @@ class _Claimed(Response):
         self.claimed = claimed
 
 
-def decide_view(action: str) -> Any:
+def decide_view(action: str) -> Callable[..., Awaitable[HttpResponse]]:
     """``CallDecide`` for one action, as an async view: DRF's authentication, permissions and
     parsing and the claim run where Django runs a sync view (its sync thread), the PBX request
-    and its answer on the event loop, so an API decision no longer holds that one thread while
-    the PBX answers (which made a process's API decisions wait for each other)."""
+    and its answer on the event loop, so an API decision does not hold that one thread while the
+    PBX answers (other API decisions of the process would wait for it)."""
     view = CallDecide.as_view(action=action)
     claim = sync_to_async(view, thread_sensitive=True)
 
-    async def decide(request: HttpRequest, pk: int) -> HttpResponse:
-        setattr(request, _COMPLETES_ON_LOOP, True)
+    async def claim_and_complete(request: HttpRequest, pk: int) -> HttpResponse:
         response = await claim(request, pk=pk)
         if isinstance(response, _Claimed):
             answer = await decide_requests.complete(response.claimed)
             response.data, response.status_code = answer.body, answer.status
         return response
+
+    async def decide(request: HttpRequest, pk: int) -> HttpResponse:
+        setattr(request, _COMPLETES_ON_LOOP, True)
+        # Carried to its end if the client goes away: once claimed, the call must reach the PBX.
+        return await runtime.to_the_end(claim_and_complete(request, pk), f"api-decide-{pk}")
 
     functools.update_wrapper(decide, view)  # cls, initkwargs, csrf_exempt: as DRF's view
     return decide

@@ -11,13 +11,14 @@ closing, 410 the call is gone, 502 the PBX did not carry it out.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.utils.translation import gettext as _
 
+from screening import runtime
 from screening.calls import decisions, reasons, store
 from screening.calls.access import DECIDE_PERMISSION, may_decide
 from screening.calls.memory import ActionError
@@ -85,12 +86,24 @@ def claim_for(
     return Claimed(decisions.claim(call, action, user=user, via=via), reason, note)
 
 
+async def decide(claiming: Awaitable[Answer | Claimed], pk: int) -> Answer:
+    """``claiming`` (an entry point's checks and claim), then ``complete`` for a won claim, in a
+    task that runs to its end even when the client goes away: once claimed, a call must reach the
+    PBX and its record must say what the PBX answered, never stay *deciding*."""
+
+    async def claim_and_complete() -> Answer:
+        claimed = await claiming
+        return await complete(claimed) if isinstance(claimed, Claimed) else claimed
+
+    return await runtime.to_the_end(claim_and_complete(), f"decide-request-{pk}")
+
+
 @stage("request")
 async def complete(claimed: Claimed) -> Answer:
-    """The PBX request for a won claim (in a task that outlives a client going away), the reason,
-    and the answer; a lost claim is answered with its conflict."""
+    """The PBX request for a won claim, the reason, and the answer; a lost claim is answered with
+    its conflict. Await it with the claim in ``runtime.to_the_end`` (``decide`` does)."""
     if isinstance(claimed.claim, Call):
-        result = await decisions.carry_out_shielded(claimed.claim)
+        result = await decisions.carry_out(claimed.claim)
     else:
         result = claimed.claim  # the conflict: someone else decided, or the window is closing
     call = result.call

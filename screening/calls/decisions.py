@@ -10,14 +10,14 @@ or policy at intake, the tests):
 2. ``screening.pbx.answers.ask`` (PBX pool): the REST request, its answer translated.
 3. ``finish`` (database pool): the answer recorded, the call pushed.
 
-``carry_out`` runs steps 2 and 3 in a task that survives whoever asked going away (a browser
-closing mid-request cancels the view): a claimed call left unsent would sit *deciding* until the
-PBX routed it by itself. ``decide`` is all three.
+``decide`` is all three, in a task that runs to its end even when whoever asked goes away (a
+browser closing mid-request cancels the view): a claimed call left unsent would sit *deciding*
+until the PBX routed it by itself. The HTTP entry points (screening.calls.decide_requests) run
+their claim and ``carry_out`` in such a task too.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,7 +36,7 @@ from screening.cpu_stages import stage
 from screening.models import AuditKind, Call, CallStatus, DecidedBy, Decision, Rule
 from screening.pbx import answers
 from screening.pbx.client import PbxClient
-from screening.runtime import run_blocking, run_pbx, spawn
+from screening.runtime import run_blocking, run_pbx, to_the_end
 from screening.speedups import priority
 
 log = logging.getLogger("screening.calls.decisions")
@@ -57,11 +57,17 @@ async def decide(
     user: AbstractBaseUser | None = None,
     client: PbxClient | None = None,
 ) -> DecideResult:
-    """An operator's decision, from claim to recorded answer. Raises ``Call.DoesNotExist``."""
-    claimed = await run_blocking(claim, call, decision, user=user)
-    if isinstance(claimed, DecideResult):
-        return claimed
-    return await carry_out_shielded(claimed, client)
+    """An operator's decision, from claim to recorded answer, carried to its end whatever
+    happens to the caller. Raises ``Call.DoesNotExist``."""
+
+    async def claim_and_carry_out() -> DecideResult:
+        claimed = await run_blocking(claim, call, decision, user=user)
+        if isinstance(claimed, DecideResult):
+            return claimed
+        return await carry_out(claimed, client)
+
+    pk = call.pk if isinstance(call, Call) else call
+    return await to_the_end(claim_and_carry_out(), f"decide-{pk}")
 
 
 @stage("claim")
@@ -217,8 +223,3 @@ async def carry_out(call: Call, client: PbxClient | None = None) -> DecideResult
     pool, so database threads never wait on the network."""
     answer = await run_pbx(ask_pbx, call, client)
     return await run_blocking(finish, call, answer)
-
-
-async def carry_out_shielded(call: Call, client: PbxClient | None = None) -> DecideResult:
-    """``carry_out`` in a task of its own: cancelling the caller does not cancel it."""
-    return await asyncio.shield(spawn(carry_out(call, client), f"decide-{call.pk}"))

@@ -150,9 +150,11 @@ def test_decide_against_the_pbx_from_this_process() -> None:
         assert len(sim.log("call/accept_inbound")) == 0
 
 
-def test_a_claimed_decision_is_carried_out_when_whoever_asked_goes_away() -> None:
-    """A browser closing mid-request cancels the view; the PBX must still get the decision it
-    was promised and the record must say what the PBX answered, not leave the call deciding."""
+@pytest.mark.parametrize("leaves_after", [0.0, 0.05, 0.2], ids=["at-once", "claiming", "sent"])
+def test_a_decision_is_carried_out_when_whoever_asked_goes_away(leaves_after: float) -> None:
+    """A browser closing mid-request cancels the view, wherever it is: before the claim, during
+    it, or while the PBX request is out. The PBX must still get the decision and the record must
+    say what the PBX answered, never leave the call deciding."""
     with SimulatorThread(call_rate=0.0) as sim:
         sim.set_faults(latency_ms=300)  # the PBX takes its time: the caller leaves before it
         sent = sim.inject("07700900123", "02079460000", "peer-to-41")
@@ -168,11 +170,11 @@ def test_a_claimed_decision_is_carried_out_when_whoever_asked_goes_away() -> Non
             asking = asyncio.ensure_future(
                 decisions.decide(call.pk, "accept", user=dora, client=client)
             )
-            # Claimed, the request on its way: the carrying-out task exists.
             carrying = await until(
                 lambda: next((t for t in asyncio.all_tasks() if t.get_name() == name), None),
-                what="the claim",
+                what="the decision's own task",
             )
+            await asyncio.sleep(leaves_after)
             asking.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await asking
