@@ -58,10 +58,13 @@ class DelayProxy:
 
     def drop(self) -> int:
         """Close every connection carried now, both ways (as a PBX or a middlebox dropping idle
-        connections would); returns how many sockets were closed."""
+        connections would), bytes still in flight lost with them; returns how many sockets were
+        closed."""
         writers = list(self._writers)
         for writer in writers:
             writer.close()
+        for task in list(self._tasks):
+            task.cancel()  # a relay sleeping out its delay ends now, not after it
         return len(writers)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
