@@ -2,7 +2,8 @@
 
 Database work goes through ``run_blocking`` (a small pool of its own, stale connections closed
 first), a PBX request through ``run_pbx`` (a large pool that mostly waits on the network), an
-external caller lookup through ``submit_lookup`` (a pool of its own), a task that must outlive its
+external caller lookup through ``submit_lookup`` (a pool of its own), a connection opened ahead
+for a decision through ``run_preopen`` (a small pool of its own), a task that must outlive its
 caller through ``spawn``, and work that must finish even when whoever awaits it is cancelled
 through ``to_the_end``. Consumers, views, the listener and intake all
 use these, never ``sync_to_async`` or ``database_sync_to_async`` directly.
@@ -61,6 +62,21 @@ async def run_pbx(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(
         _pbx_workers, functools.partial(fn, *args, **kwargs)
     )
+
+
+# Connections opened ahead for decisions (screening.pbx.preopen) wait on a handshake for up to a
+# few seconds when the PBX is slow or unreachable: a small pool of their own, so however many calls
+# arrive at once they never take a thread a decision needs; a call whose turn comes too late just
+# has none, and its decision opens its own connection.
+PREOPEN_WORKERS = 8
+_preopen_workers = ThreadPoolExecutor(
+    max_workers=PREOPEN_WORKERS, thread_name_prefix="pbxscreen-preopen"
+)
+
+
+async def run_preopen(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn`` (opening a connection ahead, no database work) in its pool."""
+    return await asyncio.get_running_loop().run_in_executor(_preopen_workers, fn, *args)
 
 
 def submit_lookup(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:

@@ -5,14 +5,15 @@ a TCP and a TLS handshake before its first byte leaves: on a PBX across the inte
 round trips between the operator's click and the PBX having the decision. So when intake leaves a
 call pending for the operators, it announces the call to every web process through the channel
 layer (group ``GROUP``, one message per call, received once per process by ``listen``); each
-process opens one connection to the PBX for it and completes the TLS handshake in its PBX pool
-(``warm_up``). When that process sends the call's decision, the request goes out on it.
+process opens one connection to the PBX for it and completes the TLS handshake (``warm_up``, in
+``runtime.run_preopen``'s pool: never a thread a decision needs). When that process sends the
+call's decision, the request goes out on it.
 
 The request itself is PbxClient's: ``PreopenAdapter`` is a ``requests`` transport adapter mounted
 on the two decision URLs, so the token, the timeout bounded by the call's deadline, the errcode
 handling, the metrics and the redaction are exactly those of every other request. Without a warm
 connection for the call (none opened, none left, the switch off) the adapter is stock
-``HTTPAdapter``: a connection of its own, as before.
+``HTTPAdapter``: a connection of its own, like every other request.
 
 A warm connection may have gone stale: the PBX or a middlebox closed it. Before anything is
 written to it, it is checked (readable means EOF, an alert, or TLS 1.3 session tickets; a
@@ -185,7 +186,7 @@ class WarmConnections:
 
     def open_for(self, key: Key, channel_id: str, deadline: float, limit: int) -> bool:
         """Open and handshake a connection for the call, unless it has one or ``limit`` are open;
-        True when one is ready. Blocks for the handshake: run it in the PBX pool."""
+        True when one is ready. Blocks for the handshake: run it through ``runtime.run_preopen``."""
         left = deadline - time.time()
         if left <= 0:
             return False
@@ -195,26 +196,29 @@ class WarmConnections:
             if channel_id in self._by_channel or len(self._by_channel) >= limit:
                 return False
             self._by_channel[channel_id] = warm
+        conn: HTTPConnection | None = None
+        keep = False
         try:
             conn = _connect(key, min(left, CONNECT_TIMEOUT_SECONDS))
         except (OSError, urllib3.exceptions.HTTPError) as exc:
             # A certificate refused, the PBX unreachable: the decision opens its own connection
-            # and reports what it meets there, as it always did.
+            # and reports what it meets there, like any request without one.
             log.info("pbx: no connection opened ahead for a call (%s)", _describe(exc))
             with self._lock:
                 self.counts["failed"] += 1
-                if self._by_channel.get(channel_id) is warm:
+        finally:
+            # Whatever happened (even an error nobody foresaw, which propagates to be logged),
+            # the entry is settled and a decision waiting for it is let go at once.
+            with self._lock:
+                keep = conn is not None and not warm.closed
+                if keep:
+                    warm.conn = conn
+                    self.counts["opened"] += 1
+                elif self._by_channel.get(channel_id) is warm:
                     del self._by_channel[channel_id]
+            if conn is not None and not keep:
+                conn.close()
             warm.ready.set()
-            return False
-        with self._lock:
-            keep = not warm.closed
-            if keep:
-                warm.conn = conn
-                self.counts["opened"] += 1
-        if not keep:
-            conn.close()
-        warm.ready.set()
         return keep
 
     def take(self, key: Key, channel_id: str, wait: float) -> HTTPConnection | None:
@@ -274,7 +278,7 @@ pool = WarmConnections()
 
 
 def warm_up(channel_id: str, deadline: float) -> bool:
-    """Open this process's connection for a call announced pending (PBX pool)."""
+    """Open this process's connection for a call announced pending (``runtime.run_preopen``)."""
     if not enabled():
         return False
     key = _target(settings.PBX_BASE_URL, settings.PBX_VERIFY_TLS)
@@ -294,6 +298,18 @@ def _read_timeout(timeout: Any) -> float | None:
         value = timeout.read_timeout
         return value if isinstance(value, int | float) else None
     return timeout
+
+
+def _bounded(timeout: Any, read: float) -> Any:
+    """``timeout`` (as ``requests`` takes it) with no part longer than ``read`` seconds."""
+    if isinstance(timeout, tuple):
+        connect = timeout[0]
+        return (read if connect is None else min(connect, read), read)
+    if isinstance(timeout, urllib3.Timeout):
+        connect = timeout.connect_timeout
+        bounded = read if not isinstance(connect, int | float) else min(connect, read)
+        return urllib3.Timeout(connect=bounded, read=read)
+    return read
 
 
 class PreopenAdapter(HTTPAdapter):
@@ -328,6 +344,7 @@ class PreopenAdapter(HTTPAdapter):
             conn = self.warm.take(key_for(url, verify), channel_id, wait)
             if read is not None:  # a handshake waited for counts against the request's time
                 read = max(0.001, read - (time.monotonic() - started))
+                timeout = _bounded(timeout, read)  # on a fresh connection too: the deadline holds
         if conn is None:
             return super().send(request, stream, timeout, verify, cert, dict(proxies or {}))
         return self._send_on(conn, request, stream, read, verify, cert, proxies)
@@ -422,4 +439,4 @@ async def _receive(layer: Any, channel: str) -> None:
             or not isinstance(deadline, int | float)
         ):
             continue
-        runtime.spawn(runtime.run_pbx(warm_up, channel_id, float(deadline)), "pbx-preopen")
+        runtime.spawn(runtime.run_preopen(warm_up, channel_id, float(deadline)), "pbx-preopen")

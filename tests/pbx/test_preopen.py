@@ -6,20 +6,23 @@ The proxy counts the connections it carries: each is one TCP and one TLS handsha
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from channels.layers import InMemoryChannelLayer
 
+from screening import runtime
 from screening.models import CallStatus, Decision
 from screening.pbx import answers, preopen
 from screening.pbx.client import PbxClient
 from screening.simulator import SimulatorThread
 from screening.simulator.netdelay import DelayProxyThread
 from screening.simulator.tls import Certificates, make_certificates
-from tests.support.live import wait_for
+from tests.support.live import until, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +272,82 @@ def test_no_warm_up_through_a_proxy(
         assert not preopen.warm_up("PJSIP/any", time.time() + 5)
     finally:
         preopen._target.cache_clear()
+
+
+def test_handshakes_that_hang_never_take_a_thread_a_decision_needs(
+    pbx_tls: SimulatorThread, proxy: DelayProxyThread, settings: Any
+) -> None:
+    """A burst of calls while the PBX is slow to shake hands: the connections opened ahead wait
+    in a pool of their own, and a decision's request still gets a thread at once."""
+    settings.PBX_PREOPEN_CONNECTIONS = 100
+    burst = runtime.PBX_WORKERS + runtime.PREOPEN_WORKERS
+    handshakes = proxy.connections
+    proxy.proxy.delay = 30.0  # no handshake completes while the decision is asked for
+
+    async def scenario() -> str:
+        layer = InMemoryChannelLayer()
+        channel = await layer.new_channel()
+        receiving = asyncio.create_task(preopen._receive(layer, channel))
+        deadline = time.time() + 8
+        for i in range(burst):
+            await layer.send(channel, preopen.message(f"PJSIP/burst-{i}", deadline))
+        try:
+            await until(
+                lambda: proxy.connections >= handshakes + runtime.PREOPEN_WORKERS,
+                what="the handshakes to hang",
+            )
+            return await asyncio.wait_for(runtime.run_pbx(lambda: "sent"), 2.0)
+        finally:
+            proxy.proxy.delay = 0.0  # the PBX answers again: every warm-up ends
+            proxy.drop()
+            done = ("opened", "failed")
+            await until(
+                lambda: sum(preopen.pool.counts[k] for k in done) == burst,
+                within=30,
+                what="every warm-up to end",
+            )
+            warming = [t for t in asyncio.all_tasks() if t.get_name() == "pbx-preopen"]
+            await asyncio.gather(*warming)  # their threads have handed back their results
+            receiving.cancel()
+
+    assert asyncio.run(scenario()) == "sent"
+
+
+def test_a_decision_that_waited_on_a_handshake_still_ends_by_its_call_deadline(
+    pbx_tls: SimulatorThread, proxy: DelayProxyThread
+) -> None:
+    client = client_with_token()
+    sent = pbx_tls.inject()
+    proxy.proxy.delay = 30.0  # the handshake hangs, and so would a fresh connection's
+    handshakes = proxy.connections
+    warming = threading.Thread(
+        target=preopen.warm_up, args=(sent["channel_id"], time.time() + 8), daemon=True
+    )
+    warming.start()
+    wait_for(lambda: proxy.connections == handshakes + 1, what="the handshake to start")
+
+    deadline = time.time() + 2.0
+    answer = answers.ask(sent["channel_id"], Decision.ACCEPT, deadline, client)
+    ended = time.time()
+    proxy.proxy.delay = 0.0
+    proxy.drop()
+    warming.join(10)
+
+    assert answer.status == CallStatus.FAILED
+    # Its wait for the handshake counted against the call's time: no fresh connection given the
+    # whole time again (which would end about 2 s past the deadline).
+    assert ended < deadline + 1.0, ended - deadline
+
+
+def test_an_unforeseen_error_at_warm_up_leaves_no_entry_for_a_decision_to_wait_on(
+    pbx_tls: SimulatorThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unforeseen(key: preopen.Key, timeout: float) -> Any:
+        raise ValueError("not an OSError")
+
+    monkeypatch.setattr(preopen, "_connect", unforeseen)
+    with pytest.raises(ValueError, match="not an OSError"):  # propagated: its task logs it
+        preopen.warm_up("PJSIP/odd", time.time() + 8)
+    assert len(preopen.pool) == 0
+    key = preopen.key_for(preopen.settings.PBX_BASE_URL, preopen.settings.PBX_VERIFY_TLS)
+    assert preopen.pool.take(key, "PJSIP/odd", 5.0) is None
