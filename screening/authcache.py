@@ -12,7 +12,11 @@ such change (logout, a new password, deactivation or deletion, permissions of th
 group of theirs, group membership), both at once and after the change commits: a request in
 between may read the old rows, but it keeps them under the generation it read first, which the
 second ``forget`` has replaced. A cache that was cleared or restarted (its ``epoch`` is gone)
-makes every process read again. Revocation stays immediate, on every process.
+makes every process read again, and so does a user's generation gone missing (evicted under
+memory pressure): a fresh one is made, which nothing kept matches. Revocation stays immediate, on
+every process. Two gaps, each closed by ``KEEP_SECONDS``: if both of ``forget``'s writes fail (the
+cache unreachable from the process making the change, and only from it), or if the cache comes
+back from a snapshot older than the change, another process may keep what it read before.
 
 With the shared cache unreachable nothing kept can be shown current: requests then read the
 database as ``ModelBackend`` does (a Redis outage costs queries, never a 500), and a process that
@@ -77,15 +81,18 @@ def _version(user_pk: Any) -> tuple[Any, Any] | None:
     key = _key(user_pk)
     try:
         found = cache.get_many([EPOCH_KEY, key])
-        epoch = found.get(EPOCH_KEY)
-        if epoch is None:
-            # A new or cleared cache: a fresh epoch invalidates what every process kept.
-            cache.add(EPOCH_KEY, uuid.uuid4().hex, None)
-            epoch = cache.get(EPOCH_KEY)
+        # A new or cleared cache, or a key evicted: a fresh value (the first ``add`` of all the
+        # processes wins) matches nothing any process kept, so every one reads again.
+        epoch, generation = (found.get(k) or _fresh(k) for k in (EPOCH_KEY, key))
     except CACHE_ERRORS as exc:
         _drop_all(exc, "checking a signed-in user")
         return None
-    return epoch, found.get(key)
+    return epoch, generation
+
+
+def _fresh(key: str) -> Any:
+    cache.add(key, uuid.uuid4().hex, None)
+    return cache.get(key)
 
 
 def forget(user_pks: Iterable[Any]) -> None:
@@ -128,7 +135,7 @@ class CachedModelBackend(ModelBackend):
             with _lock:
                 _entries.pop(user_id, None)
             return None
-        perms = frozenset(super().get_all_permissions(user)) if user.is_active else frozenset()
+        perms = frozenset(super().get_all_permissions(user))  # an inactive user is None above
         groups = tuple(user.groups.values_list("pk", flat=True))
         setattr(user, _PERMS, perms)
         setattr(user, _GROUPS, groups)

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, Permission
+from django.core.cache import cache
 from django.test import Client
 
+from screening import authcache
 from screening.models import Call
 from tests.support.live import make_user
 from tests.support.reporting import build_history
@@ -117,6 +119,26 @@ def test_a_change_of_access_applies_to_the_next_decision() -> None:
     operator.set_password("a new one")
     operator.save()
     assert client.post(url).status_code == 401  # a new password ends the other sessions
+
+
+# The shared cache forgetting a user's generation (evicted under memory pressure, a new cache)
+# must not make what a process kept before a change look current again.
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("lost", ["generation", "epoch", "both"])
+def test_a_lost_generation_never_brings_back_revoked_access(lost: str) -> None:
+    call = build_history().calls[0]
+    operator = make_user("olga", group="Operators")
+    cache.delete_many([authcache.EPOCH_KEY, authcache._key(operator.pk)])  # never bumped yet
+    client = Client()
+    client.force_login(operator)
+    url = f"/calls/{call.pk}/accept"
+    assert client.post(url).status_code not in (401, 403)  # kept by this process
+    kept = authcache._entries[operator.pk].version
+    operator.groups.clear()  # the signal replaces the generation ...
+    lose = {"generation": [authcache._key(operator.pk)], "epoch": [authcache.EPOCH_KEY]}
+    cache.delete_many(lose.get(lost) or [k for keys in lose.values() for k in keys])  # ... lost
+    assert client.post(url).status_code == 403
+    assert authcache._entries[operator.pk].version != kept
 
 
 # With the shared cache unreachable (a Redis outage), requests read the user from the database:
