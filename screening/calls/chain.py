@@ -41,7 +41,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from screening import periodic, runtime
-from screening.calls import pseudonyms
+from screening.calls import pseudonyms, sql
 from screening.calls.sql import table
 from screening.models import AuditChainHead, AuditEvent, Call
 
@@ -83,16 +83,10 @@ def append(rows: Sequence[AuditEvent]) -> None:
             _insert(cursor, rows, previous)
 
 
-# The columns ``_insert`` writes: every concrete one but the id, which the database assigns.
-_COLUMNS = tuple(f for f in AuditEvent._meta.concrete_fields if not f.primary_key)
-
-
 def _insert_sql(count: int, vendor: str) -> str:
     """The rows' INSERT, and on PostgreSQL the head's new hash in the same statement (one round
     trip less on every state change); SQLite, in process, takes the two statements."""
-    names = ", ".join(connection.ops.quote_name(f.column) for f in _COLUMNS)
-    one = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
-    insert = f"INSERT INTO {table(AuditEvent)} ({names}) VALUES {', '.join([one] * count)}"  # noqa: S608
+    insert = sql.insert(AuditEvent, count)
     if vendor != "postgresql":
         return f"{insert} RETURNING id"
     head = table(AuditChainHead)
@@ -106,10 +100,7 @@ def _insert_sql(count: int, vendor: str) -> str:
 def _insert(cursor: Any, rows: Sequence[AuditEvent], last_hash: str) -> None:
     """Insert the chained ``rows`` as one fixed statement (building the ORM's INSERT costs more
     Python than the statement takes to run, on every state change) and set the head's hash."""
-    params: list[Any] = []
-    for row in rows:
-        for field in _COLUMNS:
-            params.append(field.get_db_prep_save(field.pre_save(row, True), connection))
+    params = sql.insert_params(rows)
     vendor = connection.vendor
     if vendor == "postgresql":
         params.append(last_hash)

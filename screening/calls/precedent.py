@@ -104,23 +104,16 @@ def record_decision(call: Any, at: datetime) -> None:
     row.save(update_fields=_FIELDS)
 
 
-_INSERTED = tuple(f for f in CallerPrecedent._meta.concrete_fields if not f.primary_key)
-
-
 def _insert_new(row: CallerPrecedent) -> bool:
     """INSERT ``row`` unless its number has a row already (ON CONFLICT DO NOTHING, which SQLite
     and PostgreSQL both take); whether it was inserted. One statement where the ORM would need
     an insert-or-nothing, a read back and an UPDATE."""
-    names = ", ".join(connection.ops.quote_name(f.column) for f in _INSERTED)
-    marks = ", ".join(["%s"] * len(_INSERTED))
-    number = connection.ops.quote_name(CallerPrecedent._meta.get_field("number").column)
     statement = (
-        f"INSERT INTO {sql.table(CallerPrecedent)} ({names}) VALUES ({marks}) "  # noqa: S608
-        f"ON CONFLICT ({number}) DO NOTHING"
+        f"{sql.insert(CallerPrecedent)} ON CONFLICT ({sql.column(CallerPrecedent, 'number')}) "
+        "DO NOTHING"
     )
-    params = [f.get_db_prep_save(f.pre_save(row, True), connection) for f in _INSERTED]
     with connection.cursor() as cursor:
-        cursor.execute(statement, params)
+        cursor.execute(statement, sql.insert_params([row]))
         return cursor.rowcount == 1
 
 
