@@ -57,12 +57,19 @@ _SOURCE_ORDER = {"manual": 0, "import": 1, "pbx": 2, "lookup": 3}
 
 
 def note_payload(note: CallerNote) -> dict[str, Any]:
+    return _note(note.pk, note.text, user_name(note.author), note.created_at, note.expires_at)
+
+
+def _note(
+    pk: int, text: str, author: str, created: datetime | None, expires: datetime | None
+) -> dict[str, Any]:
+    """How a note looks on the card, however it was read."""
     return {
-        "id": note.pk,
-        "text": note.text,
-        "author": user_name(note.author),
-        "at": epoch_ms(note.created_at),
-        "expires_at": epoch_ms(note.expires_at),
+        "id": pk,
+        "text": text,
+        "author": author,
+        "at": epoch_ms(created),
+        "expires_at": epoch_ms(expires),
     }
 
 
@@ -72,13 +79,13 @@ def notes_for(number: str, now: datetime, limit: int = NOTES_ON_CARD) -> list[di
         return []
     rows = sql.fetch(_notes_sql(), [number, sql.param(now), limit])
     return [
-        {
-            "id": pk,
-            "text": text,
-            "author": _author_name(author_id, first, last, username),
-            "at": epoch_ms(sql.to_datetime(created)),
-            "expires_at": epoch_ms(sql.to_datetime(expires)),
-        }
+        _note(
+            pk,
+            text,
+            _author_name(author_id, first, last, username),
+            sql.to_datetime(created),
+            sql.to_datetime(expires),
+        )
         for pk, text, created, expires, author_id, first, last, username in rows
     ]
 
