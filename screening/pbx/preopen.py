@@ -55,6 +55,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.util import wait_for_read
 
 from screening import runtime
+from screening.health import describe
 
 log = logging.getLogger("screening.pbx.preopen")
 
@@ -203,7 +204,7 @@ class WarmConnections:
         except (OSError, urllib3.exceptions.HTTPError) as exc:
             # A certificate refused, the PBX unreachable: the decision opens its own connection
             # and reports what it meets there, like any request without one.
-            log.info("pbx: no connection opened ahead for a call (%s)", _describe(exc))
+            log.info("pbx: no connection opened ahead for a call (%s)", describe(exc))
             with self._lock:
                 self.counts["failed"] += 1
         finally:
@@ -285,10 +286,6 @@ def warm_up(channel_id: str, deadline: float) -> bool:
     if key is None:
         return False
     return pool.open_for(key, channel_id, deadline, settings.PBX_PREOPEN_CONNECTIONS)
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _read_timeout(timeout: Any) -> float | None:
@@ -418,7 +415,7 @@ async def listen() -> None:
                 await layer.group_add(GROUP, channel)
                 joined_at = time.monotonic()
         except Exception as exc:
-            log.info("pbx pre-open: cannot join the channel layer: %s", _describe(exc))
+            log.info("pbx pre-open: cannot join the channel layer: %s", describe(exc))
         pool.sweep()
         await asyncio.sleep(SWEEP_INTERVAL)
 
@@ -428,7 +425,7 @@ async def _receive(layer: Any, channel: str) -> None:
         try:
             received = await layer.receive(channel)
         except Exception as exc:
-            log.info("pbx pre-open: receiving failed: %s", _describe(exc))
+            log.info("pbx pre-open: receiving failed: %s", describe(exc))
             await asyncio.sleep(SWEEP_INTERVAL)
             continue
         channel_id, deadline = received.get("channel_id"), received.get("deadline")
