@@ -90,6 +90,10 @@ class PbxAuthError(PbxError):
 # never logging in again sooner than the minimum (a block that ends "in the past" is a clock
 # disagreement, not an invitation), never waiting longer than the maximum for one more try.
 BLOCK_WAIT_MIN_SECONDS = 60.0
+# Seconds and the text form give the end to the whole second, cut down: the block may last up to
+# one second past what they say, and a login in that second is refused again (one more failed
+# login against a blocked IP, and a fresh wait). So the wait runs to the end of that second.
+BLOCK_END_RESOLUTION_SECONDS = 1.0
 BLOCK_WAIT_MAX_SECONDS = 3600.0
 
 
@@ -440,7 +444,8 @@ class PbxClient:
         if blocked_until is not None:
             reason += f"; the PBX says the block ends {show_time(blocked_until)}"
             shortest, longest = self.block_wait
-            timeout = min(longest, max(shortest, blocked_until - time.time()))
+            left = blocked_until + BLOCK_END_RESOLUTION_SECONDS - time.time()
+            timeout = min(longest, max(shortest, left))
         lockout = {
             "errcode": error.errcode,
             "errmsg": error.errmsg,
