@@ -448,7 +448,8 @@ def test_the_listener_reports_its_start_each_loss_and_each_return(pbx_sim: Simul
     import asyncio
 
     from screening.pbx import link
-    from tests.pbx.test_listener import run_with_listener, until
+    from tests.pbx.test_listener import run_with_listener
+    from tests.support.live import until
 
     told: list[str] = []
 

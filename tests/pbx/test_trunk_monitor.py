@@ -19,9 +19,9 @@ from screening.pbx.events import Event, IncomingCall
 from screening.pbx.listener import PbxListener
 from screening.simulator import SimulatorThread
 from tests.conftest import messages_of
-from tests.pbx.test_listener import run_with_listener, until
+from tests.pbx.test_listener import run_with_listener
 from tests.pbx.test_trunk_admin import CHANGELIST, run_action
-from tests.support.live import make_user
+from tests.support.live import make_user, until
 
 pytestmark = pytest.mark.django_db
 
