@@ -5,8 +5,8 @@ first), a PBX request through ``run_pbx`` (a large pool that mostly waits on the
 external caller lookup through ``submit_lookup`` (a pool of its own), a connection opened ahead
 for a decision through ``run_preopen`` (a small pool of its own), a task that must outlive its
 caller through ``spawn``, and work that must finish even when whoever awaits it is cancelled
-through ``to_the_end``. Consumers, views, the listener and intake all
-use these, never ``sync_to_async`` or ``database_sync_to_async`` directly.
+through ``to_the_end``. Consumers, views, the listener and intake all use these, never
+``sync_to_async`` or ``database_sync_to_async`` directly.
 """
 
 from __future__ import annotations

@@ -90,11 +90,11 @@ class PbxAuthError(PbxError):
 # never logging in again sooner than the minimum (a block that ends "in the past" is a clock
 # disagreement, not an invitation), never waiting longer than the maximum for one more try.
 BLOCK_WAIT_MIN_SECONDS = 60.0
+BLOCK_WAIT_MAX_SECONDS = 3600.0
 # Seconds and the text form give the end to the whole second, cut down: the block may last up to
 # one second past what they say, and a login in that second is refused again (one more failed
 # login against a blocked IP, and a fresh wait). So the wait runs to the end of that second.
 BLOCK_END_RESOLUTION_SECONDS = 1.0
-BLOCK_WAIT_MAX_SECONDS = 3600.0
 
 
 def block_expiry(value: Any) -> float | None:
